@@ -1,0 +1,1 @@
+"""Models: one file per architecture, all registered in :mod:`detseg.models.zoo`."""

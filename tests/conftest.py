@@ -1,0 +1,29 @@
+"""Shared test set-up: few threads (2-core CI), fixed seeds, the shared real data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
+SHARED_DATA = Path(
+    os.environ.get("DETSEG_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public data in ../shared/data beside the repository (or $DETSEG_SHARED_DATA)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; set DETSEG_SHARED_DATA to its folder")
+    return SHARED_DATA
