@@ -1,0 +1,169 @@
+"""``detseg data check|show`` (look at a data set) and ``detseg convert`` (between annotation formats)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="check a data set or draw samples of it")
+    topics = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    check = topics.add_parser(
+        "check",
+        help="count images, objects, mask pixels and list every problem",
+        description="Exit code 1 when any problem is found.",
+    )
+    check.add_argument("spec", type=Path, metavar="SPEC", help="dataset spec YAML, COCO json or VOC folder")
+    check.add_argument("--split", action="append", help="check only this split (repeatable)")
+    check.add_argument(
+        "--headers-only",
+        action="store_true",
+        help="read image headers only (faster; misses corrupt pixel data)",
+    )
+    check.add_argument("--max-problems", type=int, default=50, help="problems listed per split (default 50)")
+    check.set_defaults(func=run_check)
+
+    show = topics.add_parser("show", help="draw samples with boxes, labels and mask overlays to PNG")
+    show.add_argument("spec", type=Path, metavar="SPEC")
+    show.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    show.add_argument("--split", default=None, help="split to draw (default: val, else the first)")
+    show.add_argument("--num", type=int, default=8, help="samples to draw (default 8)")
+    show.add_argument("--skip-bad", action="store_true", help="skip bad samples with a warning")
+    show.set_defaults(func=run_show)
+
+    conv = subparsers.add_parser(
+        "convert",
+        help="convert annotations: VOC XML, text boxes, mask folders <-> COCO json",
+        description="Convert ground truth (or, with --gt, detection results) from one format to another. "
+        "coco: a json file; voc: a folder of XML; text: a folder of .txt; masks: a folder of PNG.",
+    )
+    conv.add_argument("src", type=Path, metavar="SRC")
+    conv.add_argument("dst", type=Path, metavar="DST")
+    conv.add_argument("--from", dest="src_format", required=True, choices=["coco", "voc", "text", "masks"])
+    conv.add_argument("--to", dest="dst_format", required=True, choices=["coco", "voc", "text"])
+    conv.add_argument(
+        "--images", type=Path, help="image folder (image sizes; needed for masks and rel boxes)"
+    )
+    conv.add_argument("--classes", help="class names, comma-separated or a names file (label order)")
+    conv.add_argument("--id-names", type=Path, help="names file for numeric class ids in text files")
+    conv.add_argument(
+        "--box-format",
+        default="xyxy",
+        choices=["xyxy", "xywh", "rel_xcycwh"],
+        help="numbers in text files read (default xyxy)",
+    )
+    conv.add_argument(
+        "--out-box-format",
+        choices=["xyxy", "xywh", "rel_xcycwh"],
+        help="numbers in text files written (default: --box-format)",
+    )
+    conv.add_argument("--values", help="masks: pixel value -> class index, e.g. '0:0,255:1' or '11:ignore'")
+    conv.add_argument("--ignore-index", type=int, default=255, help="masks: void class index (default 255)")
+    conv.add_argument(
+        "--segmentation",
+        default="polygon",
+        choices=["polygon", "rle"],
+        help="masks -> coco: polygons (cv2 contours) or exact RLE (default polygon)",
+    )
+    conv.add_argument("--gt", type=Path, help="SRC holds detection results on this ground truth")
+    conv.set_defaults(func=run_convert)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from detseg.data.check import check_dataset, format_report
+
+    report = check_dataset(args.spec, args.split, decode_images=not args.headers_only)
+    print(format_report(report, args.max_problems))
+    return 0 if report.ok else 1
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from detseg.data.dataset import build_dataset
+    from detseg.data.spec import load_spec
+
+    spec = load_spec(args.spec)
+    split = args.split or ("val" if "val" in spec.splits else next(iter(spec.splits)))
+    dataset = build_dataset(spec, split, skip_bad=args.skip_bad)
+    written = draw_samples(dataset, args.out, args.num)
+    print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+def draw_samples(dataset, out_dir: Path, num: int) -> list[Path]:
+    """Draw the first ``num`` samples: boxes and labels (detection), mask overlays (both tasks)."""
+    import numpy as np
+
+    from detseg.viz.draw import draw_detections, overlay_mask, save_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(min(num, len(dataset))):
+        image, target = dataset[index]
+        canvas = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        num_classes = len(dataset.classes)
+        if "semantic" in target:
+            canvas = overlay_mask(
+                canvas,
+                target["semantic"].numpy(),
+                num_classes,
+                ignore_index=getattr(dataset, "ignore_index", 255),
+            )
+        else:
+            if "masks" in target and len(target["masks"]):
+                # Instance masks coloured by class, blended only where an object is.
+                semantic = np.full(canvas.shape[:2], -1, dtype=np.int64)
+                for mask, label in zip(target["masks"].numpy(), target["labels"].numpy(), strict=True):
+                    semantic[mask.astype(bool)] = label
+                blended = overlay_mask(canvas, np.where(semantic < 0, 0, semantic), num_classes)
+                canvas = np.where((semantic >= 0)[..., None], blended, canvas)
+            canvas = draw_detections(canvas, target["boxes"], target["labels"], dataset.classes)
+        stem = Path(target["file_name"]).stem
+        written.append(save_image(out_dir / f"{dataset.split}_{index:03d}_{stem}.png", canvas))
+    return written
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    path = Path(text)
+    if path.is_file():
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def parse_values(text: str | None, ignore_index: int) -> dict[int, int] | None:
+    """``'0:0,255:1,11:ignore'`` -> ``{0: 0, 255: 1, 11: ignore_index}``."""
+    if not text:
+        return None
+    values = {}
+    for item in text.split(","):
+        raw, _, cls = item.partition(":")
+        try:
+            values[int(raw)] = ignore_index if cls.strip() == "ignore" else int(cls)
+        except ValueError:
+            raise ValueError(f"--values {text!r}: give pairs like '0:0,255:1' or '11:ignore'") from None
+    return values
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from detseg.data.convert import convert
+
+    counts = convert(
+        args.src,
+        args.dst,
+        args.src_format,
+        args.dst_format,
+        gt=args.gt,
+        images=args.images,
+        classes=_names(args.classes),
+        box_format=args.box_format,
+        out_box_format=args.out_box_format,
+        id_names=_names(str(args.id_names)) if args.id_names else None,
+        values=parse_values(args.values, args.ignore_index),
+        ignore_index=args.ignore_index,
+        segmentation=args.segmentation,
+    )
+    print(f"wrote {args.dst} ({args.dst_format}): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
