@@ -1,0 +1,199 @@
+"""What every detseg detector shares: input checks, 0-based labels, offline pre-trained weights.
+
+torchvision's detectors reserve label 0 for the background (SSD, Faster R-CNN) and raise a bare
+``AssertionError`` on a zero-area box. detseg's data has 0-based labels and no background class, so
+:class:`ZeroBasedLabels` sits in front of each detector: it checks the inputs with precise messages,
+clips boxes to the image, drops degenerate ones with a warning, shifts labels up on the way in and
+down on the way out. ``model.num_classes`` is always the number of the user's classes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import clip_boxes_to_image
+
+from detseg.data.errors import DataError
+
+
+def check_images(images: Any) -> list[Tensor]:
+    """Check ``images`` is a list of float ``Tensor[3, H, W]`` (values in [0, 1]) and return it as a list."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        images = list(images.unbind(0))
+    if not isinstance(images, (list, tuple)) or not images:
+        raise ValueError(f"images must be a non-empty list of Tensor[3, H, W], got {type(images).__name__}")
+    for i, image in enumerate(images):
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"images[{i}] must be a Tensor[3, H, W], got {shape}")
+        if not image.is_floating_point():
+            raise ValueError(
+                f"images[{i}] has dtype {image.dtype}; detectors take floats in [0, 1] "
+                "(end the transforms with ToDtype(torch.float32, scale=True))"
+            )
+    return [image.as_subclass(Tensor) for image in images]
+
+
+def prepare_targets(
+    images: list[Tensor],
+    targets: Any,
+    num_classes: int,
+    label_offset: int = 1,
+    min_box_size: float = 1.0,
+) -> list[dict[str, Tensor]]:
+    """Check and clean training targets; return new ``{"boxes", "labels": labels + label_offset}`` dicts.
+
+    Boxes (``FloatTensor[N, 4]`` XYXY absolute pixels) are clipped to the image; boxes narrower or
+    lower than ``min_box_size`` pixels after clipping are dropped with one warning (torchvision would
+    raise, and a zero-area box gives a NaN loss). Labels outside ``[0, num_classes)`` and non-finite
+    coordinates raise :class:`DataError` naming the image and the entry.
+    """
+    if targets is None:
+        raise ValueError("training mode needs targets: a list of {'boxes', 'labels'} dicts, one per image")
+    if len(targets) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(targets)} targets")
+    out: list[dict[str, Tensor]] = []
+    dropped: list[str] = []
+    for i, (image, target) in enumerate(zip(images, targets, strict=True)):
+        # Name the sample by its file when the dataset gave one.
+        named = isinstance(target, dict) and "file_name" in target
+        where = f"targets[{i}]" + (f" ({target['file_name']})" if named else "")
+        if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+            raise DataError(where, "must be a dict with 'boxes' and 'labels'")
+        boxes = torch.as_tensor(target["boxes"]).as_subclass(Tensor).to(image.device, torch.float32)
+        labels = torch.as_tensor(target["labels"]).as_subclass(Tensor).to(image.device)
+        if boxes.numel() == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise DataError(where, f"boxes must be FloatTensor[N, 4] (XYXY), got {tuple(boxes.shape)}")
+        if labels.dim() != 1 or labels.shape[0] != boxes.shape[0]:
+            raise DataError(where, f"{boxes.shape[0]} boxes but labels of shape {tuple(labels.shape)}")
+        if labels.is_floating_point():
+            raise DataError(where, f"labels must be integers (int64), got {labels.dtype}")
+        if not torch.isfinite(boxes).all():
+            j = int((~torch.isfinite(boxes)).any(1).nonzero()[0])
+            raise DataError(where, f"non-finite coordinate {boxes[j].tolist()}", entry=f"box {j}")
+        bad = (labels < 0) | (labels >= num_classes)
+        if bad.any():
+            j = int(bad.nonzero()[0])
+            raise DataError(
+                where,
+                f"label {int(labels[j])} is outside 0..{num_classes - 1} (the model was built with "
+                f"num_classes={num_classes}; labels are 0-based, no background)",
+                entry=f"box {j}",
+            )
+        height, width = image.shape[-2:]
+        boxes = torch.stack(
+            [boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+             boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1
+        )
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
+        if not keep.all():
+            dropped += [f"{where} box {j}" for j in (~keep).nonzero().flatten().tolist()]
+        # Only boxes and labels go on: torchvision's transform would also resize masks and keypoints.
+        out.append({"boxes": boxes[keep], "labels": labels[keep].long() + label_offset})
+    if dropped:
+        warnings.warn(
+            f"dropped {len(dropped)} box(es) smaller than {min_box_size} px after clipping to the image "
+            f"({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''})",
+            stacklevel=3,
+        )
+    return out
+
+
+class ZeroBasedLabels:
+    """Mixin placed before a torchvision detector class: detseg's input checks and 0-based labels.
+
+    The detector sets ``self.num_classes`` (the user's classes) and ``self.label_offset`` (1 where
+    torchvision keeps label 0 for the background, 0 for sigmoid heads such as RetinaNet's).
+    """
+
+    num_classes: int
+    label_offset: int = 1
+    min_box_size: float = 1.0
+    min_train_batch: int = 1  # BatchNorm on a 1x1 map needs 2 images (SSDLite)
+
+    def forward(self, images, targets=None):  # type: ignore[override]
+        images = check_images(images)
+        if self.training:
+            if len(images) < self.min_train_batch:
+                raise ValueError(
+                    f"{type(self).__name__} trains on batches of at least {self.min_train_batch} images "
+                    f"(its BatchNorm sees 1x1 maps), got {len(images)}"
+                )
+            targets = prepare_targets(images, targets, self.num_classes, self.label_offset, self.min_box_size)
+            return super().forward(images, targets)  # type: ignore[misc]
+        detections = super().forward(images)  # type: ignore[misc]
+        for det, image in zip(detections, images, strict=True):
+            det["labels"] = det["labels"] - self.label_offset
+            # Scaling back from the network's input size can overshoot the border by a rounding error.
+            det["boxes"] = clip_boxes_to_image(det["boxes"], image.shape[-2:])
+        return detections
+
+
+PRETRAINED_NAMES = {"true", "imagenet", "default", "torchvision"}
+
+
+def cached_weights_path(weights: Any) -> Path:
+    """Where torch.hub keeps the file of a torchvision ``WeightsEnum`` member."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def load_pretrained(module: nn.Module, pretrained: bool | str | os.PathLike | None, weights: Any) -> None:
+    """Load pre-trained weights into ``module`` without the network.
+
+    ``pretrained``: ``False``/``None`` does nothing; ``True`` (or "imagenet") loads torchvision's
+    ``weights`` (a ``WeightsEnum`` member) from the torch.hub cache, or raises a message saying which
+    file to put where; a path loads that file (a state dict, or a checkpoint holding one under
+    ``state_dict`` or ``model``). Tensors that fit by name and shape are loaded (a classifier's extra keys are
+    ignored); the model's tensors missing from the file are named in a warning.
+    """
+    if pretrained is None or pretrained is False:
+        return
+    named = isinstance(pretrained, str) and not Path(pretrained).exists()
+    if named and pretrained.lower() in PRETRAINED_NAMES:  # type: ignore[union-attr]
+        pretrained = True  # e.g. ``detseg train --pretrained imagenet``
+    if pretrained is True:
+        path = cached_weights_path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"pre-trained weights {path.name} are not on this machine and detseg does not download: "
+                f"fetch {weights.url} and put it at {path}, or pass pretrained='/path/to/weights.pth' "
+                "(or pretrained=False to train from scratch)"
+            )
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pre-trained weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    own = module.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise ValueError(
+            f"no tensor in {path} fits {type(module).__name__} by name and shape "
+            f"(file keys start {list(state)[:3]}, model keys start {list(own)[:3]})"
+        )
+    missing = [k for k in own if k not in fitting and not k.endswith("num_batches_tracked")]
+    if missing:
+        warnings.warn(f"{path.name}: {len(missing)} tensors not in the file keep their initial values "
+                      f"(e.g. {missing[:3]})", stacklevel=2)
+    module.load_state_dict(fitting, strict=False)
+
+
+def trainable_layers(value: int | None, pretrained: object, max_value: int, default_pretrained: int) -> int:
+    """How many backbone stages train, counted from the top: ``value`` if given (0..max_value), else
+    ``default_pretrained`` with pre-trained weights and all of them from scratch (torchvision's rule,
+    except that an explicit value is honoured from scratch too, e.g. to train fast)."""
+    if value is None:
+        return default_pretrained if pretrained else max_value
+    if not 0 <= value <= max_value:
+        raise ValueError(f"trainable_backbone_layers must be in 0..{max_value}, got {value}")
+    return value
