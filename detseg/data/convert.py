@@ -59,6 +59,8 @@ def load_detection_gt(
             from detseg.data.voc import voc_to_coco
 
             coco = voc_to_coco(path, image_dir, class_names)
+            # Text detections scored against it are in the same 1-based pixel frame (see _text_results).
+            coco.setdefault("info", {})["box_convention"] = "voc"
         else:
             from detseg.data.textboxes import text_to_coco
 
@@ -85,6 +87,10 @@ def load_detection_results(
     ``annotations`` (matched to ``gt`` by file stem and category name), or a folder of text files
     ``class score a b c d`` (``box_format``; matched by file stem and class name). Unknown images or
     classes raise DataError naming the file and entry.
+
+    Text boxes scored against VOC XML ground truth (``gt["info"]["box_convention"] == "voc"``) are read
+    in VOC's 1-based inclusive pixel frame, like the XML, so that ``x1 = xmin - 1``: mAP tools write
+    detections in the frame of the XML they are compared with, and the devkit's "+1" IoU follows.
     """
     path = Path(path)
     image_by_stem = {Path(img["file_name"]).stem: img for img in gt["images"]}
@@ -92,7 +98,8 @@ def load_detection_results(
     cat_by_name = {c["name"]: c["id"] for c in gt["categories"]}
     cat_ids = set(cat_by_name.values())
     if path.is_dir():
-        return _text_results(path, image_by_stem, cat_by_name, box_format, id_names)
+        voc_frame = gt.get("info", {}).get("box_convention") == "voc"
+        return _text_results(path, image_by_stem, cat_by_name, box_format, id_names, voc_frame)
     data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         return _dict_results(path, data, image_by_stem, cat_by_name)
@@ -155,7 +162,12 @@ def _dict_results(path: Path, data: dict, image_by_stem: dict, cat_by_name: dict
 
 
 def _text_results(
-    folder: Path, image_by_stem: dict, cat_by_name: dict, box_format: str, id_names: Sequence[str] | None
+    folder: Path,
+    image_by_stem: dict,
+    cat_by_name: dict,
+    box_format: str,
+    id_names: Sequence[str] | None,
+    voc_frame: bool = False,
 ) -> list[dict]:
     from detseg.data.textboxes import read_text_boxes
 
@@ -171,6 +183,8 @@ def _text_results(
                     path, f"unknown class '{row['name']}' (not in the ground truth)", f"line {row['line']}"
                 )
             x1, y1, x2, y2 = row["box"]
+            if voc_frame:
+                x1, y1 = x1 - 1, y1 - 1
             results.append(
                 {
                     "image_id": image["id"],

@@ -192,13 +192,19 @@ def write_text_boxes(
 def coco_to_text(
     coco: dict, out_dir: str | Path, results: Sequence[dict] | None = None, box_format: str = "xyxy"
 ) -> list[Path]:
-    """Write one text file per image: the ground truth of ``coco``, or ``results`` (with scores) on it."""
+    """Write one text file per image: the ground truth of ``coco``, or ``results`` (with scores) on it.
+
+    Results on VOC XML ground truth go back to VOC's 1-based pixel frame, as
+    ``detseg.data.convert.load_detection_results`` read them.
+    """
     out_dir = Path(out_dir)
     names = {c["id"]: c["name"] for c in coco["categories"]}
     by_image: dict = {img["id"]: [] for img in coco["images"]}
+    voc_frame = results is not None and coco.get("info", {}).get("box_convention") == "voc"
     for ann in results if results is not None else coco["annotations"]:
         x, y, w, h = ann["bbox"]
-        row = {"name": names[ann["category_id"]], "box": [x, y, x + w, y + h]}
+        box = [x + 1, y + 1, x + w, y + h] if voc_frame else [x, y, x + w, y + h]
+        row = {"name": names[ann["category_id"]], "box": box}
         if results is not None:
             row["score"] = ann["score"]
         elif ann.get("difficult"):

@@ -49,8 +49,9 @@ def test_all_six_detection_layouts_agree(toy, gt):
     names = (toy / "voc.names").read_text().split()
     reference = _boxes(load_detection_results(toy / "dets_classname_abs_xyx2y2", gt))
     assert len(reference) == 12
-    # Upstream wrote the A..L detections in every layout; the first line: cat 0.94 12 44 344 481.
-    assert reference[0][2:].tolist() == [12.0, 44.0, 332.0, 437.0]
+    # Upstream wrote the A..L detections in every layout; the first line: cat 0.94 12 44 344 481,
+    # read in the VOC XML ground truth's 1-based pixel frame: x = 12 - 1, w = 344 - 11 (bbox x, y, w, h).
+    assert reference[0][2:].tolist() == [11.0, 43.0, 333.0, 438.0]
     for layout, fmt in (("abs_xyx2y2", "xyxy"), ("abs_xywh", "xywh"), ("rel_xcycwh", "rel_xcycwh")):
         for kind in ("classname", "classid"):
             results = load_detection_results(toy / f"dets_{kind}_{layout}", gt, fmt, id_names=names)
