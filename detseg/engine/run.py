@@ -1,0 +1,207 @@
+"""One call from a model name and a dataset spec to a trained run folder (what ``detseg train`` does).
+
+from detseg.engine.run import train
+train("unet", "examples/membrane.yaml", "runs/membrane", epochs=40, img_size=256, lr=0.05)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from detseg.engine.trainer import TrainConfig
+
+
+def _default_lr(optimizer: str) -> float:
+    return 0.01 if optimizer == "sgd" else 1e-3
+
+
+def train(
+    model: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    img_size: int | None = None,
+    loss: str = "ce",
+    class_weights: list[float] | None = None,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    pretrained: str | None = None,
+    model_args: dict[str, Any] | None = None,
+    train_split: str = "train",
+    val_split: str | None = "val",
+    resume: str | Path | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """Train zoo model ``model`` on the spec ``data``; ``config`` holds :class:`TrainConfig` fields.
+
+    ``resume="auto"`` continues ``out/last.pt``. Returns the trainer's summary (best and last metrics).
+    Under ``torchrun`` this joins the process group and trains with DDP.
+    """
+    import torch
+
+    from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
+    from detseg.data.spec import load_spec
+    from detseg.engine import distributed
+    from detseg.engine.tasks import DetectionTask, SegmentationTask
+    from detseg.engine.trainer import Trainer
+    from detseg.models.zoo import create_model, model_info
+
+    config.setdefault("optimizer", "sgd")
+    if config.get("lr") is None:
+        config["lr"] = _default_lr(config["optimizer"])
+    if config.get("weight_decay") is None:
+        config["weight_decay"] = 1e-4 if config["optimizer"] == "sgd" else 1e-2
+    device = config.get("device", "auto")
+    if device == "auto":
+        device = config["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    info = model_info(model)
+    spec = load_spec(data)
+    if info.task != spec.task:
+        raise ValueError(
+            f"model {model!r} is a {info.task} model but {data} is a {spec.task} data set; "
+            f"choose a {spec.task} model (detseg models list)"
+        )
+    if spec.task == "segment":
+        size: Any = int(img_size or info.input_size[-1])
+    else:  # the model's (H, W) unless given
+        size = int(img_size) if img_size else tuple(int(v) for v in info.input_size[1:])
+    dist_info = distributed.init_distributed(device)
+    try:
+        if spec.task == "segment":
+            from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
+
+            train_tf = segmentation_train_preset(size, tuple(scale_range), ignore_index=spec.ignore_index)
+            val_tf, collate = segmentation_eval_preset(), collate_segmentation
+        else:
+            from detseg.data.transforms import detection_eval_preset, detection_train_preset
+
+            train_tf, val_tf, collate = (
+                detection_train_preset(size),
+                detection_eval_preset(size),
+                collate_detection,
+            )
+        train_set = build_dataset(spec, train_split, train_tf)
+        val_set = None
+        if val_split and val_split != "none":
+            if val_split in spec.splits:
+                val_set = build_dataset(spec, val_split, val_tf)
+            elif dist_info.is_main:
+                print(
+                    f"detseg train: {data} has no '{val_split}' split (it has {', '.join(spec.splits)}): "
+                    "training without validation; best.pt = last.pt",
+                    file=sys.stderr,
+                )
+        classes = list(train_set.classes)
+        if spec.task == "segment":
+            task = SegmentationTask(len(classes), spec.ignore_index, loss, class_weights, classes)
+            kwargs = {"num_classes": task.out_channels, "in_channels": spec.channels}
+        else:
+            task = DetectionTask(len(classes), classes)
+            kwargs = {"num_classes": len(classes)}
+        if pretrained:
+            kwargs["pretrained"] = pretrained
+        kwargs.update(model_args or {})
+        torch.manual_seed(int(config.get("seed", 0)))  # the same initial weights in every process
+        net = create_model(model, **kwargs)
+        meta = {
+            "task": spec.task,
+            "model": model,
+            "model_kwargs": {k: v for k, v in kwargs.items() if k != "pretrained"},
+            "classes": classes,
+            "values": {int(k): int(v) for k, v in (spec.values or {}).items()},
+            "ignore_index": int(spec.ignore_index),
+            "channels": int(spec.channels),
+            "img_size": size if isinstance(size, int) else list(size),
+            "loss": loss if spec.task == "segment" else "",
+            "data": str(spec.path or data),
+        }
+        category_ids = getattr(train_set, "label_to_category_id", None)
+        if category_ids is not None:
+            meta["category_ids"] = [int(c) for c in category_ids]
+        cfg = TrainConfig(out=str(out), **config)
+        cfg.extra = {
+            "img_size": size if isinstance(size, int) else list(size),
+            "loss": loss,
+            "scale_range": list(scale_range),
+            "model_args": model_args or {},
+        }
+        trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
+        if spec.task == "segment" and trainer.val_loader is not None:
+            # Validation images may differ in size: one at a time.
+            trainer.val_loader = torch.utils.data.DataLoader(
+                val_set,
+                batch_size=1,
+                sampler=trainer.val_loader.sampler,
+                num_workers=cfg.workers,
+                collate_fn=collate,
+                generator=torch.Generator().manual_seed(0),
+            )
+        if resume == "auto":
+            resume = Path(out) / "last.pt"
+            if not resume.is_file():
+                raise FileNotFoundError(f"--resume: no {resume} to continue (train without --resume first)")
+        if resume is not None:
+            _check_resume(resume, meta)
+        return trainer.fit(resume=resume)
+    finally:
+        distributed.cleanup_distributed()
+
+
+def _check_resume(path: str | Path, meta: dict[str, Any]) -> None:
+    from detseg.engine.checkpoint import check_classes, load_checkpoint
+
+    saved = load_checkpoint(path).get("meta", {})
+    if saved.get("model") not in (None, meta["model"]):
+        raise ValueError(f"{path}: the checkpoint is a {saved['model']!r} model, not {meta['model']!r}")
+    if "classes" in saved:
+        check_classes(saved["classes"], meta["classes"], where=f"{path} vs {meta['data']}")
+
+
+def evaluate(
+    weights: str | Path, data: str | Path, split: str = "val", device: str = "cpu", batch_size: int = 1
+) -> dict[str, float]:
+    """Metrics of a saved model on a split of a spec, computed as during training's validation.
+
+    Segmentation: mIoU, Dice, pixel accuracy (and per class) at full image size; detection: COCO AP.
+    A spec whose classes differ from the checkpoint's is refused, naming both lists.
+    """
+    import torch
+
+    from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
+    from detseg.data.spec import load_spec
+    from detseg.engine.checkpoint import check_classes
+    from detseg.engine.predict import load_model
+    from detseg.engine.tasks import DetectionTask, SegmentationTask
+
+    model, meta = load_model(weights, device)
+    spec = load_spec(data)
+    if spec.task != meta.get("task"):
+        raise ValueError(f"{weights} is a {meta.get('task')} model but {data} is a {spec.task} data set")
+    if spec.task == "segment":
+        from detseg.data.transforms import segmentation_eval_preset
+
+        dataset = build_dataset(spec, split, segmentation_eval_preset())
+        task: Any = SegmentationTask(
+            len(dataset.classes),
+            spec.ignore_index,
+            meta.get("loss") or "ce",
+            class_names=list(dataset.classes),
+        )
+        collate = collate_segmentation
+    else:
+        from detseg.data.transforms import detection_eval_preset
+
+        size = meta.get("img_size")
+        dataset = build_dataset(
+            spec, split, detection_eval_preset(tuple(size) if isinstance(size, list) else size)
+        )
+        task = DetectionTask(len(dataset.classes), list(dataset.classes))
+        collate = collate_detection
+    check_classes(meta["classes"], list(dataset.classes), where=f"{weights} vs {data}")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    task.eval_begin()
+    with torch.no_grad():
+        for batch in loader:
+            task.eval_step(model, batch, torch.device(device))
+    return task.eval_end()

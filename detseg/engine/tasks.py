@@ -1,0 +1,249 @@
+"""The task-specific glue between the trainer and a model: one training step, evaluation, the metric.
+
+The trainer knows nothing of images or boxes. A task turns a batch into a loss (``train_step``) and a
+stream of evaluation batches into metrics (``eval_begin`` / ``eval_step`` / ``eval_end``), with the
+metric states summed over processes so DDP runs report the metrics of the whole validation set.
+
+- :class:`SegmentationTask`: batches ``(Tensor[B,3,H,W], Tensor[B,H,W] int64)``; logits
+  ``[B,K,H,W]`` and a segmentation loss; metrics from the summed confusion matrix (mIoU, Dice, pixel
+  accuracy); main metric ``miou``.
+- :class:`DetectionTask`: batches ``(list[Tensor[3,H,W]], list[dict])``; the model returns its loss dict
+  in training and ``{boxes, labels, scores}`` in evaluation; COCO evaluation of the gathered
+  predictions; main metric ``AP`` (COCO AP@[.5:.95]).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from detseg.engine import distributed
+
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice", "bce", "balanced-bce")
+
+
+def class_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Two-class logits ``[B,2,H,W]`` from a binary model's ``[B,1,H,W]`` (softmax([0, l]) = sigmoid(l))."""
+    if logits.shape[1] == 1:
+        return torch.cat([torch.zeros_like(logits), logits], dim=1)
+    return logits
+
+
+class BinaryBCE(nn.Module):
+    """BCE (optionally class-balanced) on a one-channel output ``[B,1,H,W]``, positive class 1, void left out.
+
+    The formulas are ``detseg.losses``'; this adds the ignore index, which needs the per-pixel terms.
+    """
+
+    def __init__(self, ignore_index: int = 255, balanced: bool = False) -> None:
+        super().__init__()
+        self.ignore_index, self.balanced = ignore_index, balanced
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from detseg.losses import balanced_binary_cross_entropy, binary_cross_entropy
+
+        valid = target != self.ignore_index
+        y = (target == 1).to(logits.dtype)
+        x = logits[:, 0]
+        if self.balanced:
+            # beta = the share of negative pixels among the valid ones (HED's balance).
+            beta = float(1.0 - y[valid].mean()) if valid.any() else 0.5
+            per_pixel = balanced_binary_cross_entropy(x, y, beta=beta, reduction="none")
+        else:
+            per_pixel = binary_cross_entropy(x, y, reduction="none")
+        return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
+
+
+def build_segmentation_loss(
+    name: str, num_classes: int, ignore_index: int = 255, class_weights: list[float] | None = None
+) -> nn.Module:
+    """A loss ``f(logits [B,K,H,W], target [B,H,W] int64) -> scalar`` by name (see ``SEGMENTATION_LOSSES``).
+
+    ce, dice, ce+dice come from ``detseg.losses.segmentation_loss``; bce and balanced-bce are for two
+    classes with a one-channel model output (the task's ``out_channels``).
+    """
+    if name not in SEGMENTATION_LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(SEGMENTATION_LOSSES)}")
+    if name in ("bce", "balanced-bce"):
+        if num_classes != 2:
+            raise ValueError(f"loss {name!r} is for two classes; the data has {num_classes}: use ce or dice")
+        return BinaryBCE(ignore_index, balanced=name == "balanced-bce")
+    from detseg.losses import segmentation_loss
+
+    return segmentation_loss(name, ignore_index=ignore_index, class_weights=class_weights)
+
+
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int
+) -> torch.Tensor:
+    """``int64 [K, K]``, rows = true class, columns = predicted class; void pixels left out."""
+    valid = target != ignore_index
+    idx = target[valid] * num_classes + pred[valid]
+    return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def metrics_from_confusion(confusion: np.ndarray, class_names: list[str] | None = None) -> dict[str, float]:
+    """Scalar metrics of a summed confusion matrix (``detseg.metrics.segmentation``'s): miou, mdice,
+    pixel_accuracy, mean_accuracy, fwiou, and per class iou_<class>, dice_<class>, accuracy_<class>."""
+    from detseg.metrics.segmentation import segmentation_scores
+
+    k = confusion.shape[0]
+    names = class_names or [str(i) for i in range(k)]
+    out: dict[str, float] = {}
+    for key, value in segmentation_scores(np.asarray(confusion, dtype=np.int64)).items():
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim == 0:
+            out[key] = float(arr)
+        elif arr.ndim == 1 and len(arr) == k:
+            out.update({f"{key}_{n}": float(v) for n, v in zip(names, arr, strict=True)})
+    return out
+
+
+class SegmentationTask:
+    """Semantic segmentation: pixel-wise loss in training, confusion-matrix metrics in evaluation."""
+
+    name = "segment"
+    main_metric = "miou"
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        loss: str = "ce",
+        class_weights: list[float] | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.loss_name = loss
+        self.class_names = class_names
+        self.criterion = build_segmentation_loss(loss, num_classes, ignore_index, class_weights)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels the model should output: one for the binary BCE losses, else one per class."""
+        return 1 if self.loss_name in ("bce", "balanced-bce") else self.num_classes
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict]:
+        images, targets = batch
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        logits = model(images)
+        loss = self.criterion.to(device)(logits.float(), targets)
+        return loss, {}
+
+    def eval_begin(self) -> None:
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        self.loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of batch losses * images, images
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: Any, device: torch.device) -> None:
+        images, targets = batch
+        images, targets = images.to(device), targets.to(device)
+        logits = model(images).float()
+        loss = self.criterion.to(device)(logits, targets)
+        self.loss_sum += torch.tensor([float(loss) * len(images), len(images)], dtype=torch.float64)
+        pred = class_logits(logits).argmax(1)
+        self.confusion += confusion_matrix(pred, targets, self.num_classes, self.ignore_index).cpu()
+
+    def eval_end(self) -> dict[str, float]:
+        confusion = distributed.all_reduce_sum(self.confusion.clone())
+        loss_sum = distributed.all_reduce_sum(self.loss_sum.clone())
+        out = {"loss": float(loss_sum[0] / loss_sum[1].clamp(min=1))}
+        out.update(metrics_from_confusion(confusion.numpy(), self.class_names))
+        return out
+
+
+def _to_device(target: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in target.items()}
+
+
+class DetectionTask:
+    """Object detection with torchvision's contract: loss dict in training, COCO AP in evaluation."""
+
+    name = "detect"
+    main_metric = "AP"
+
+    def __init__(self, num_classes: int, class_names: list[str] | None = None) -> None:
+        self.num_classes = num_classes
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+
+    @property
+    def out_channels(self) -> int:
+        return self.num_classes
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> tuple[torch.Tensor, dict]:
+        images, targets = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [_to_device(t, device) for t in targets]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        return loss, {k: v.detach().float().reshape(()) for k, v in losses.items()}
+
+    def eval_begin(self) -> None:
+        self.gt_images: list[dict] = []
+        self.gt_annotations: list[dict] = []
+        self.results: list[dict] = []
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: Any, device: torch.device) -> None:
+        images, targets = batch
+        outputs = model([im.to(device) for im in images])
+        for image, target, output in zip(images, targets, outputs, strict=True):
+            image_id = int(target["image_id"])
+            self.gt_images.append(
+                {"id": image_id, "height": int(image.shape[-2]), "width": int(image.shape[-1])}
+            )
+            boxes = torch.as_tensor(target["boxes"]).cpu().reshape(-1, 4)
+            labels = torch.as_tensor(target["labels"]).cpu()
+            crowd = target.get("iscrowd", torch.zeros(len(labels), dtype=torch.int64))
+            for box, label, c in zip(
+                boxes.tolist(), labels.tolist(), torch.as_tensor(crowd).tolist(), strict=True
+            ):
+                w, h = box[2] - box[0], box[3] - box[1]
+                self.gt_annotations.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(label) + 1,
+                        "bbox": [box[0], box[1], w, h],
+                        "area": w * h,
+                        "iscrowd": int(c),
+                    }
+                )
+            for box, label, score in zip(
+                output["boxes"].cpu().tolist(),
+                output["labels"].cpu().tolist(),
+                output["scores"].cpu().tolist(),
+                strict=True,
+            ):
+                self.results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(label) + 1,
+                        "score": float(score),
+                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                    }
+                )
+
+    def eval_end(self) -> dict[str, float]:
+        parts = distributed.all_gather_objects((self.gt_images, self.gt_annotations, self.results))
+        images = [im for p in parts for im in p[0]]
+        annotations = [dict(a, id=i + 1) for i, a in enumerate(a for p in parts for a in p[1])]
+        results = [r for p in parts for r in p[2]]
+        gt = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)],
+        }
+        return coco_bbox_stats(gt, results)
+
+
+def coco_bbox_stats(gt: dict, results: list[dict]) -> dict[str, float]:
+    """COCO box AP/AR (the 12 named stats of ``detseg.metrics.coco.evaluate``) of ``results`` on ``gt``."""
+    if not results:
+        return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0}
+    from detseg.metrics.coco import evaluate
+
+    return {k: float(v) for k, v in evaluate(gt, results, iou_type="bbox").stats.items()}

@@ -1,0 +1,433 @@
+"""The training loop shared by segmentation and detection.
+
+    trainer = Trainer(model, SegmentationTask(2), train_set, val_set, TrainConfig(out="runs/x", epochs=20),
+                      collate_fn=collate_segmentation, meta={"classes": [...], ...})
+    summary = trainer.fit()              # or fit(resume="runs/x/last.pt")
+
+What it guarantees:
+
+- **Exact resume.** Data order, worker seeds and augmentation randomness depend only on (seed, epoch)
+  and the saved RNG states, so ``fit(resume=...)`` from ``last.pt`` ends with the same weights as a run
+  that never stopped. ``last.pt`` is written at the end of every epoch and on Ctrl-C (SIGINT, and SIGTERM
+  for a single process, become a stop at the next batch boundary, so a checkpoint never holds a
+  half-applied step); a resumed mid-epoch run replays the data loader up to where it stopped and
+  restores the RNG states after that. Resuming with another number of processes changes the data order.
+- **Checkpoints written atomically** (``last.pt``, ``best.pt`` by the task's main metric).
+- **Non-finite loss** stops training with :class:`NonFiniteLossError` naming the epoch and step.
+- **DDP** under ``torchrun``: DistributedSampler (the same permutation as one process uses, so a
+  2-process run with half the batch sees the same global batches), loss and metrics summed over
+  processes, only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from detseg.engine import distributed
+from detseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detseg.engine.logging import RunLogger
+from detseg.engine.schedules import build_scheduler
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and the step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training at a batch boundary, after ``last.pt`` was saved."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (saved in its checkpoints)."""
+
+    out: str = "runs/train"
+    epochs: int | None = None  # train for this many passes over the data ...
+    iters: int | None = None  # ... or for this many optimizer steps
+    batch_size: int = 4  # global batch: split over the processes under DDP
+    lr: float = 0.01
+    optimizer: str = "sgd"  # sgd | adamw
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "poly"  # poly | cosine | constant
+    warmup: int = 0  # linear warm-up iterations
+    warmup_factor: float = 0.001
+    amp: bool = False  # autocast: float16 + GradScaler on CUDA, bfloat16 on CPU
+    clip_grad: float | None = None  # max gradient norm
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    eval_interval: int = 1  # evaluate every this many epochs (and at the end)
+    quiet: bool = False
+    tensorboard: bool = False
+    plots: bool = True  # loss.png and metrics.png (matplotlib)
+    sync_bn: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form (CLI arguments), saved for reference
+
+
+def resolve_device(name: str, dist_info: distributed.DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_info is not None and dist_info.enabled:
+        name = f"cuda:{dist_info.local_rank}"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm layers' scales (standard practice; they are not weights).
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+
+Hook = Callable[["Trainer"], None]
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` with ``task``'s loss, evaluating on ``val_set`` every epoch.
+
+    ``meta`` (model name, classes, the spec's value mapping, ...) is stored in every checkpoint so that
+    prediction maps outputs back to the data set's classes. ``on_step`` hooks run after every optimizer
+    step (``trainer.step`` is the number of steps done).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Any,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        config: TrainConfig,
+        collate_fn: Callable | None = None,
+        meta: dict[str, Any] | None = None,
+        on_step: list[Hook] | None = None,
+    ) -> None:
+        if (config.epochs is None) == (config.iters is None):
+            raise ValueError("give exactly one of epochs or iters")
+        self.cfg = config
+        self.task = task
+        self.meta = dict(meta or {})
+        self.on_step = list(on_step or [])
+        self.dist = distributed.current()
+        self.device = resolve_device(config.device, self.dist)
+        self.out = Path(config.out)
+        world = self.dist.world_size
+        if config.batch_size % world:
+            raise ValueError(f"batch size {config.batch_size} does not split over {world} processes")
+        self.model = model.to(self.device)
+        if config.sync_bn and self.dist.enabled:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+        # The same permutation as one process would use (DistributedSampler seeds it by seed + epoch).
+        self.sampler = DistributedSampler(
+            train_set, num_replicas=world, rank=self.dist.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        self.loader_generator = torch.Generator()
+        self.train_loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size // world,
+            sampler=self.sampler,
+            num_workers=config.workers,
+            collate_fn=collate_fn,
+            drop_last=True,
+            generator=self.loader_generator,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
+        if len(self.train_loader) == 0:
+            raise ValueError(
+                f"the training set ({len(train_set)} samples) is smaller than one batch "
+                f"of {config.batch_size}"
+            )
+        self.val_loader = None
+        if val_set is not None and len(val_set) > 0:
+            self.val_loader = DataLoader(
+                val_set,
+                batch_size=max(1, config.batch_size // world),
+                sampler=distributed.ShardSampler(len(val_set), self.dist.rank, world),
+                num_workers=config.workers,
+                collate_fn=collate_fn,
+                generator=torch.Generator().manual_seed(0),
+            )
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = config.iters or config.epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(
+            self.optimizer, config.schedule, self.total_steps, config.warmup, config.warmup_factor
+        )
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=config.amp and self.amp_dtype == torch.float16
+        )
+        self.epoch = 0  # the epoch in progress (0-based)
+        self.batch_in_epoch = 0  # batches of it already trained on
+        self.step = 0  # optimizer steps done
+        self.best: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self._stop_requested = False
+        self._stop_now = False
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "step": self.step,
+            "rng": rng_state(),
+            "config": asdict(self.cfg),
+            "meta": self.meta,
+            "best": self.best,
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        state = self.state_dict()
+        state["metrics"] = dict(metrics or {})
+        return save_checkpoint(state, self.out / name)
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        state = load_checkpoint(path, map_location=self.device)
+        saved_classes = state.get("meta", {}).get("classes")
+        if (
+            saved_classes is not None
+            and "classes" in self.meta
+            and list(saved_classes) != list(self.meta["classes"])
+        ):
+            raise ValueError(
+                f"{path}: the checkpoint's classes {list(saved_classes)} disagree with the data's classes "
+                f"{list(self.meta['classes'])}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # The schedule's shape comes from this run's config: resuming with more --epochs stretches it from
+        # here on (the same config continues exactly as before).
+        shapes = [dict(f.__dict__) for f in self.scheduler.lr_lambdas]
+        self.scheduler.load_state_dict(state["scheduler"])
+        for factor, shape in zip(self.scheduler.lr_lambdas, shapes, strict=True):
+            factor.__dict__.update(shape)
+        t = self.scheduler.last_epoch
+        for group, base, factor in zip(
+            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(t)
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        self.best = dict(state.get("best", {}))
+        return state
+
+    # ------------------------------------------------------------------------------------- training
+    def _seed_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        # Worker seeds come from this generator: a function of (seed, epoch, rank) only.
+        self.loader_generator.manual_seed(self.cfg.seed * 100_003 + epoch * 1_009 + self.dist.rank)
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        self._stop_requested = True
+        # A second Ctrl-C stops at once.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _progress(self, iterable, total: int, desc: str):
+        disable = self.cfg.quiet or not self.dist.is_main or not sys.stderr.isatty()
+        if disable:
+            return iterable
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    def train_one_step(self, batch: Any) -> dict[str, float]:
+        self.ddp_model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
+            loss, parts = self.task.train_step(self.ddp_model, batch, self.device)
+        # Mean loss over processes (each holds an equal share of the global batch): what one process with
+        # the whole batch would report, and every process sees the same value to stop on.
+        # The stop request and the loss terms travel with it: every process stops after the same step.
+        names = sorted(parts)
+        values = [loss.detach().float().reshape(()).cpu(), torch.tensor(float(self._stop_requested))]
+        values += [torch.as_tensor(parts[k]).detach().float().reshape(()).cpu() for k in names]
+        reduced = distributed.all_reduce_sum(torch.stack(values).to(self.device)).cpu()
+        value = float(reduced[0]) / self.dist.world_size
+        self._stop_now = bool(reduced[1] > 0)
+        parts = {k: float(v) / self.dist.world_size for k, v in zip(names, reduced[2:], strict=True)}
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"loss is {value} at epoch {self.epoch + 1}, step {self.step + 1} "
+                f"(batch {self.batch_in_epoch + 1} of {self.steps_per_epoch}); lower --lr, add --clip-grad "
+                f"or --warmup, or check the data; the last good epoch's weights are in "
+                f"{self.out / 'last.pt'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {"loss": value, **parts}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        self.ddp_model.eval()
+        self.task.eval_begin()
+        for batch in self._progress(self.val_loader, len(self.val_loader), "eval"):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
+                # The bare model: DDP's forward would try to synchronise buffers during evaluation.
+                self.task.eval_step(self.model, batch, self.device)
+        return self.task.eval_end()
+
+    def fit(self, resume: str | Path | None = None) -> dict[str, Any]:
+        """Train to the end, or resume from a checkpoint; returns ``{"best", "last", "history"}``."""
+        cfg = self.cfg
+        seed_everything(cfg.seed + self.dist.rank)
+        saved_rng = None
+        if resume is not None:
+            state = self.load(resume)
+            saved_rng = state["rng"]
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        logger = RunLogger(
+            self.out, enabled=self.dist.is_main, tensorboard=cfg.tensorboard, resume=resume is not None
+        )
+        if resume is not None:
+            logger.truncate_steps(self.step)
+            logger.truncate_epochs(self.epoch)
+        # Ctrl-C (and, for a single process, SIGTERM as `timeout` or a job scheduler sends it) stops at the
+        # next batch boundary with last.pt saved. Under torchrun the agent owns SIGTERM.
+        old_handlers = {}
+        for sig in (signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM):
+            try:
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: signal handling stays Python's
+                pass
+        last_metrics: dict[str, float] = {}
+        last_plot = time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                epoch_start = time.perf_counter()
+                self._seed_epoch(self.epoch)
+                batches = iter(self.train_loader)
+                # Mid-epoch resume: replay the loader (same order, same worker seeds) up to where it stopped.
+                for _ in range(self.batch_in_epoch):
+                    next(batches)
+                if saved_rng is not None:
+                    set_rng_state(saved_rng)
+                    saved_rng = None
+                sums: dict[str, float] = {}
+                n = 0
+                todo = min(self.steps_per_epoch - self.batch_in_epoch, self.total_steps - self.step)
+                bar = self._progress(range(todo), todo, f"epoch {self.epoch + 1}/{self.total_epochs}")
+                for _ in bar:
+                    row = self.train_one_step(next(batches))
+                    self.batch_in_epoch += 1
+                    self.step += 1
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    logger.log_step({"epoch": self.epoch + 1, "step": self.step, "lr": lr, **row})
+                    for k, v in row.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    n += 1
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+                    for hook in self.on_step:
+                        hook(self)
+                    if self._stop_now or (self._stop_requested and not self.dist.enabled):
+                        raise TrainingInterrupted
+                del batches  # shuts the workers down
+                finished = self.step >= self.total_steps
+                epoch_done = self.batch_in_epoch >= self.steps_per_epoch or finished
+                row = {"epoch": self.epoch + 1, "step": self.step}
+                row.update({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
+                if (self.epoch + 1) % cfg.eval_interval == 0 or finished:
+                    last_metrics = self.evaluate()
+                    row.update({f"val_{k}": v for k, v in last_metrics.items()})
+                row["seconds"] = round(time.perf_counter() - epoch_start, 3)
+                if epoch_done:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                self._update_best(last_metrics if f"val_{self.task.main_metric}" in row else {})
+                logger.log_epoch(row)
+                self.history.append(row)
+                self.save("last.pt", last_metrics)
+                # Drawing is slow: once a minute, and at the end.
+                if cfg.plots and time.perf_counter() - last_plot > 60:
+                    logger.plot()
+                    last_plot = time.perf_counter()
+                if self.dist.is_main and not cfg.quiet:
+                    shown = {
+                        k: v
+                        for k, v in row.items()
+                        if k in ("train_loss", "val_loss", f"val_{self.task.main_metric}")
+                    }
+                    print(
+                        f"epoch {row['epoch']}/{self.total_epochs} step {self.step}/{self.total_steps} "
+                        + " ".join(f"{k} {v:.4f}" for k, v in shown.items()),
+                        flush=True,
+                    )
+        except TrainingInterrupted:
+            # At a batch boundary: resuming continues from exactly here. (A second Ctrl-C, which stops at
+            # once, saves nothing: the weights could hold half a step; last.pt keeps the last epoch.)
+            path = self.save("last.pt")
+            if self.dist.is_main:
+                print(
+                    f"interrupted at epoch {self.epoch + 1}, step {self.step}; saved {path}", file=sys.stderr
+                )
+            raise
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            if cfg.plots:
+                logger.plot()
+            logger.close()
+        distributed.barrier()
+        return {"best": self.best, "last": last_metrics, "history": self.history}
+
+    def _update_best(self, metrics: dict[str, float]) -> None:
+        key = self.task.main_metric
+        if self.val_loader is None:
+            # No validation data: the latest weights are the best we know.
+            self.best = {"epoch": self.epoch, "step": self.step}
+            self.save("best.pt", metrics)
+            return
+        if key not in metrics or not math.isfinite(metrics[key]):
+            return
+        if not self.best or metrics[key] > self.best.get(key, -math.inf):
+            self.best = {key: metrics[key], "epoch": self.epoch, "step": self.step}
+            self.save("best.pt", metrics)
