@@ -166,6 +166,14 @@ def evaluate(
     Segmentation: mIoU, Dice, pixel accuracy (and per class) at full image size; detection: COCO AP.
     A spec whose classes differ from the checkpoint's is refused, naming both lists.
     """
+    return run_evaluation(weights, data, split, device, batch_size).eval_end()
+
+
+def run_evaluation(
+    weights: str | Path, data: str | Path, split: str = "val", device: str = "cpu", batch_size: int = 1
+):
+    """Run a saved model over a split; returns the task holding what it saw (``eval_end()`` gives the
+    metrics; a detection task's ``coco_inputs()`` gives ground truth and results for full reports)."""
     import torch
 
     from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
@@ -204,4 +212,4 @@ def evaluate(
     with torch.no_grad():
         for batch in loader:
             task.eval_step(model, batch, torch.device(device))
-    return task.eval_end()
+    return task

@@ -227,7 +227,10 @@ class DetectionTask:
                     }
                 )
 
-    def eval_end(self) -> dict[str, float]:
+    def coco_inputs(self) -> tuple[dict, list[dict]]:
+        """(COCO ground truth dict, COCO results list) of everything evaluated, gathered over processes.
+
+        Boxes are in the evaluated images' frame (after the eval preset's resize)."""
         parts = distributed.all_gather_objects((self.gt_images, self.gt_annotations, self.results))
         images = [im for p in parts for im in p[0]]
         annotations = [dict(a, id=i + 1) for i, a in enumerate(a for p in parts for a in p[1])]
@@ -237,7 +240,10 @@ class DetectionTask:
             "annotations": annotations,
             "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)],
         }
-        return coco_bbox_stats(gt, results)
+        return gt, results
+
+    def eval_end(self) -> dict[str, float]:
+        return coco_bbox_stats(*self.coco_inputs())
 
 
 def coco_bbox_stats(gt: dict, results: list[dict]) -> dict[str, float]:

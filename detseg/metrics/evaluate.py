@@ -43,9 +43,22 @@ def evaluate_detection_files(
     fix_bugs: bool = False,
 ) -> dict:
     """Evaluate; returns {"text": printable report, "json": dict for --json, "plots": [paths]}."""
+    gt, results = load_detection_inputs(gt_path, dt_path, box_format)
+    return evaluate_detections(gt, results, iou_type, metric, iou, plots, fix_bugs)
+
+
+def evaluate_detections(
+    gt: dict,
+    results: list[dict],
+    iou_type: str = "bbox",
+    metric: str = "coco",
+    iou: float = 0.5,
+    plots: Path | None = None,
+    fix_bugs: bool = False,
+) -> dict:
+    """The report of ``evaluate_detection_files`` for a COCO gt dict and results list in memory."""
     from detseg.metrics.detection import pool_curves
 
-    gt, results = load_detection_inputs(gt_path, dt_path, box_format)
     if metric == "coco":
         from detseg.metrics.coco import evaluate
 
