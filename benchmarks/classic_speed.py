@@ -59,9 +59,9 @@ def cases(rgb: np.ndarray, gray: np.ndarray):
     return [
         ("threshold fixed", lambda: classic.threshold_fixed(gray, 128),
          lambda: cv2.threshold(gray, 128, 255, cv2.THRESH_BINARY)),
-        ("otsu exact (skimage's value)", lambda: classic.threshold_otsu(gray),
+        ("otsu exact=True (skimage's value)", lambda: classic.threshold_otsu(gray, exact=True),
          lambda: cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)),
-        ("otsu exact=False (OpenCV's)", lambda: classic.threshold_otsu(gray, exact=False),
+        ("otsu (default, OpenCV's)", lambda: classic.threshold_otsu(gray),
          lambda: cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)),
         ("adaptive gaussian 35", lambda: classic.threshold_adaptive(gray, 35, 2),
          lambda: cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, 35, 2)),

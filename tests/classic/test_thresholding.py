@@ -36,8 +36,8 @@ def test_otsu_equals_skimage_on_membrane_and_camvid(shared_data):
         gray = to_gray(image)
         t = otsu_threshold(gray)
         assert t == sk_otsu(gray)
-        assert np.array_equal(threshold_otsu(gray), gray > sk_otsu(gray))
-        assert np.array_equal(threshold_otsu(gray, exact=False), gray > sk_otsu(gray))  # OpenCV's Otsu
+        assert np.array_equal(threshold_otsu(gray, exact=True), gray > sk_otsu(gray))
+        assert np.array_equal(threshold_otsu(gray), gray > sk_otsu(gray))  # the default: OpenCV's Otsu
         if image[..., 0].any() and not np.array_equal(image[..., 0], image[..., 1]):  # colour frames
             for c in range(3):
                 assert otsu_threshold(image, channel=c) == sk_otsu(image[..., c])
