@@ -111,6 +111,14 @@ class _SkipMixin:
     skip_bad: bool
     skipped: int
 
+    def _init_split(self, spec, split: str, transforms, skip_bad: bool) -> None:
+        """What both datasets keep of their arguments."""
+        self.spec = _as_spec(spec)
+        self.split = split
+        self.transforms = transforms
+        self.skip_bad = skip_bad
+        self.skipped = 0
+
     def _load(self, index: int, read: Callable[[int], tuple]):
         tries = len(self)
         while True:
@@ -139,11 +147,7 @@ class DetectionDataset(_SkipMixin, Dataset):
         transforms: Transform | None = None,
         skip_bad: bool = False,
     ):
-        self.spec = _as_spec(spec)
-        self.split = split
-        self.transforms = transforms
-        self.skip_bad = skip_bad
-        self.skipped = 0
+        self._init_split(spec, split, transforms, skip_bad)
         self.image_dir = self.spec.split(split).images
         problems: list[DataError] | None = [] if skip_bad else None
         source = self.spec.split(split).annotations or self.spec.split(split).masks
@@ -301,11 +305,7 @@ class SegmentationDataset(_SkipMixin, Dataset):
         transforms: Transform | None = None,
         skip_bad: bool = False,
     ):
-        self.spec = _as_spec(spec)
-        self.split = split
-        self.transforms = transforms
-        self.skip_bad = skip_bad
-        self.skipped = 0
+        self._init_split(spec, split, transforms, skip_bad)
         s = self.spec.split(split)
         self.ignore_index = self.spec.ignore_index
         problems: list[DataError] | None = [] if skip_bad else None
