@@ -247,6 +247,12 @@ def _lookup(values: np.ndarray, known: np.ndarray, src: str, what: str, kind: st
     return pos_c.astype(np.int64)
 
 
+def _indexed(items: list[dict], key: str, known: np.ndarray, src: str, kind: str, ids=None) -> np.ndarray:
+    """Positions in ``known`` of each item's ``key`` (``image_id`` or ``category_id``), checked."""
+    what = "image ids" if key == "image_id" else "category ids"
+    return _lookup(_ids(_column(items, key, src, kind), what, src), known, src, key, kind, ids)
+
+
 def _ann_to_rle(segm, h: int, w: int):
     """pycocotools' COCO.annToRLE: polygons merged, uncompressed RLE compressed, RLE as is."""
     from pycocotools import mask as mask_utils
@@ -285,22 +291,8 @@ class _Gt:
                 f"annotation id {u[c > 1][0]}",
             )
         self.ann_id = ann_ids
-        self.img = _lookup(
-            _ids(_column(anns, "image_id", src, "annotation"), "image ids", src),
-            self.img_ids,
-            src,
-            "image_id",
-            "annotation",
-            ann_ids,
-        )
-        self.cat = _lookup(
-            _ids(_column(anns, "category_id", src, "annotation"), "category ids", src),
-            self.cat_ids,
-            src,
-            "category_id",
-            "annotation",
-            ann_ids,
-        )
+        self.img = _indexed(anns, "image_id", self.img_ids, src, "annotation", ann_ids)
+        self.cat = _indexed(anns, "category_id", self.cat_ids, src, "annotation", ann_ids)
         missing = []
         crowd = _column(anns, "iscrowd", src, "annotation", default=-1)
         self.crowd = np.array([bool(c) and c != -1 for c in crowd], dtype=bool)
@@ -376,20 +368,8 @@ class _Dt:
                 src, "COCO results must be a JSON list of {image_id, category_id, bbox|segmentation, score}"
             )
         n = len(results)
-        self.img = _lookup(
-            _ids(_column(results, "image_id", src, "result"), "image ids", src),
-            gt.img_ids,
-            src,
-            "image_id",
-            "result",
-        )
-        self.cat = _lookup(
-            _ids(_column(results, "category_id", src, "result"), "category ids", src),
-            gt.cat_ids,
-            src,
-            "category_id",
-            "result",
-        )
+        self.img = _indexed(results, "image_id", gt.img_ids, src, "result")
+        self.cat = _indexed(results, "category_id", gt.cat_ids, src, "result")
         score = _column(results, "score", src, "result")
         try:
             self.score = np.asarray(score, dtype=np.float64).reshape(n)

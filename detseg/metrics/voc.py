@@ -65,7 +65,7 @@ def match_detections(
     the work runs per (class, image) group in a compiled kernel.
     """
     from detseg.metrics import _coco_kernels as kern
-    from detseg.metrics.coco import _boxes, _column, _ids, _lookup, no_gc
+    from detseg.metrics.coco import _boxes, _column, _ids, _indexed, no_gc
 
     with no_gc():
         img_ids = np.unique(
@@ -74,36 +74,12 @@ def match_detections(
         cat_ids_list = [c["id"] for c in gt["categories"]]
         cat_ids = np.unique(_ids(cat_ids_list, "category ids", "ground truth"))
         anns = gt["annotations"]
-        g_img = _lookup(
-            _ids(_column(anns, "image_id", "ground truth", "annotation"), "image ids", "ground truth"),
-            img_ids,
-            "ground truth",
-            "image_id",
-            "annotation",
-        )
-        g_cat = _lookup(
-            _ids(_column(anns, "category_id", "ground truth", "annotation"), "category ids", "ground truth"),
-            cat_ids,
-            "ground truth",
-            "category_id",
-            "annotation",
-        )
+        g_img = _indexed(anns, "image_id", img_ids, "ground truth", "annotation")
+        g_cat = _indexed(anns, "category_id", cat_ids, "ground truth", "annotation")
         g_box = _boxes(_column(anns, "bbox", "ground truth", "annotation"), "ground truth", "annotation")
         g_hard = np.array([bool(a.get("difficult", 0) or a.get("iscrowd", 0)) for a in anns], bool)
-        d_img = _lookup(
-            _ids(_column(results, "image_id", "results", "result"), "image ids", "results"),
-            img_ids,
-            "results",
-            "image_id",
-            "result",
-        )
-        d_cat = _lookup(
-            _ids(_column(results, "category_id", "results", "result"), "category ids", "results"),
-            cat_ids,
-            "results",
-            "category_id",
-            "result",
-        )
+        d_img = _indexed(results, "image_id", img_ids, "results", "result")
+        d_cat = _indexed(results, "category_id", cat_ids, "results", "result")
         d_box = _boxes(_column(results, "bbox", "results", "result"), "results", "result")
         score = np.asarray(_column(results, "score", "results", "result"), dtype=np.float64).reshape(-1)
     bad = ~np.isfinite(score)
