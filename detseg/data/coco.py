@@ -127,6 +127,30 @@ def category_map(
 
 
 # ---------------------------------------------------------------- reading and checking
+def box_annotation(
+    image_id: int, category_id: int, box: Sequence[float], ann_id: int, difficult: int = 0, **extra
+) -> dict:
+    """A COCO box annotation from an XYXY ``box`` (VOC / text box readers): ``difficult`` also sets
+    ``ignore``, as the evaluators read it; ``extra`` keys (``truncated``, ``source``) are kept."""
+    x1, y1, x2, y2 = box
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x1, y1, x2 - x1, y2 - y1],
+        "area": (x2 - x1) * (y2 - y1),
+        "iscrowd": 0,
+        "difficult": difficult,
+        "ignore": difficult,
+        **extra,
+    }
+
+
+def categories_of(cat_id: dict[str, int]) -> list[dict]:
+    """COCO ``categories`` from a name -> id table."""
+    return [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
+
+
 def read_json(path: str | Path):
     """Parse a JSON file; a malformed one raises DataError with the line and column."""
     path = Path(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from detseg.data.coco import box_annotation, categories_of
 from detseg.data.errors import DataError, report
 from detseg.data.masks import IMAGE_EXTENSIONS, image_size
 
@@ -159,20 +160,16 @@ def text_to_coco(
                 )
                 continue
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat_id[row["name"]],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": 0,
-                    "difficult": row["difficult"],
-                    "ignore": row["difficult"],
-                    "source": f"{path.name} {entry}",
-                }
+                box_annotation(
+                    image_id,
+                    cat_id[row["name"]],
+                    row["box"],
+                    len(annotations) + 1,
+                    row["difficult"],
+                    source=f"{path.name} {entry}",
+                )
             )
-    categories = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return {"images": images, "annotations": annotations, "categories": categories_of(cat_id)}
 
 
 def write_text_boxes(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from detseg.data.coco import box_annotation, categories_of
 from detseg.data.errors import DataError, report
 from detseg.data.masks import IMAGE_EXTENSIONS, image_size
 
@@ -197,21 +198,17 @@ def voc_to_coco(
                 )
                 continue
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cat_id[obj["name"]],
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": (x2 - x1) * (y2 - y1),
-                    "iscrowd": 0,
-                    "difficult": obj["difficult"],
-                    "ignore": obj["difficult"],
-                    "truncated": obj["truncated"],
-                    "source": f"{path.name} {entry}",
-                }
+                box_annotation(
+                    image_id,
+                    cat_id[obj["name"]],
+                    (x1, y1, x2, y2),
+                    len(annotations) + 1,
+                    obj["difficult"],
+                    truncated=obj["truncated"],
+                    source=f"{path.name} {entry}",
+                )
             )
-    categories = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return {"images": images, "annotations": annotations, "categories": categories_of(cat_id)}
 
 
 def write_voc_xml(
