@@ -131,10 +131,9 @@ def _floats(rows: list[dict[str, str]], key: str) -> list[float]:
 
 def plot_run(out: str | Path) -> list[Path]:
     """Draw a run folder's curves from its CSV logs; returns the PNG files written."""
-    import matplotlib
+    from detseg.viz.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out)
     written = []
@@ -154,10 +153,7 @@ def plot_run(out: str | Path) -> list[Path]:
         ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "loss.png", dpi=100)
-        plt.close(fig)
-        written.append(out / "loss.png")
+        written.append(save_figure(fig, out / "loss.png"))
     # The summary metrics only (per-class columns stay in the CSV).
     header = epochs[0] if epochs else {}
     metric_keys = [k for k in header if k.startswith("val_") and k[4:] in SUMMARY_METRICS]
@@ -170,8 +166,5 @@ def plot_run(out: str | Path) -> list[Path]:
         ax.set_ylabel("validation metric")
         ax.grid(True, alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "metrics.png", dpi=100)
-        plt.close(fig)
-        written.append(out / "metrics.png")
+        written.append(save_figure(fig, out / "metrics.png"))
     return written

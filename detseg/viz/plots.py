@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,46 +22,53 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
 
 
-def plot_pr_curve(curves: dict, path: str | Path, title: str = "Precision-recall") -> Path:
-    """PR curves of several classes (``{name: PRCurve}``) on one axes; the F1-optimal point marked."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for name, c in curves.items():
-        if len(c.recall) == 0:
-            continue
-        ax.plot(c.recall, c.precision, lw=1.2, label=name if len(curves) <= 12 else None)
-        thr, f1, p, r = c.best_f1()
-        ax.plot([r], [p], "o", ms=4, color=ax.lines[-1].get_color())
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    if 0 < len(curves) <= 12:
-        ax.legend(fontsize=8, loc="lower left")
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG and close ``fig``."""
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
+
+
+def _plot_curves(curves: dict, path: str | Path, xy, best, labels: dict, legend_loc: str = "best") -> Path:
+    """One line per class (``xy(curve) -> (x, y)``), its F1-optimal point (``best(curve) -> (x, y)``)
+    marked; the legend only for up to 12 classes."""
+    fig, ax = pyplot().subplots(figsize=(6, 5))
+    for name, c in curves.items():
+        x, y = xy(c)
+        if len(x) == 0:
+            continue
+        ax.plot(x, y, lw=1.2, label=name if len(curves) <= 12 else None)
+        ax.plot(*([v] for v in best(c)), "o", ms=4, color=ax.lines[-1].get_color())
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
+    if 0 < len(curves) <= 12:
+        ax.legend(fontsize=8, loc=legend_loc)
+    return save_figure(fig, path)
+
+
+def plot_pr_curve(curves: dict, path: str | Path, title: str = "Precision-recall") -> Path:
+    """PR curves of several classes (``{name: PRCurve}``) on one axes; the F1-optimal point marked."""
+    return _plot_curves(
+        curves,
+        path,
+        lambda c: (c.recall, c.precision),
+        lambda c: c.best_f1()[3:1:-1],  # (recall, precision) at the best F1
+        dict(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title),
+        legend_loc="lower left",
+    )
 
 
 def plot_f1_curve(curves: dict, path: str | Path, title: str = "F1 versus score threshold") -> Path:
     """F1 as a function of the score threshold per class; the best threshold marked."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for name, c in curves.items():
-        if len(c.thresholds) == 0:
-            continue
-        ax.plot(c.thresholds, c.f1, lw=1.2, label=name if len(curves) <= 12 else None)
-        thr, f1, _, _ = c.best_f1()
-        ax.plot([thr], [f1], "o", ms=4, color=ax.lines[-1].get_color())
-    ax.set(xlabel="score threshold (keep scores >= it)", ylabel="F1", ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    if 0 < len(curves) <= 12:
-        ax.legend(fontsize=8)
-    path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _plot_curves(
+        curves,
+        path,
+        lambda c: (c.thresholds, c.f1),
+        lambda c: c.best_f1()[:2],  # (threshold, F1)
+        dict(xlabel="score threshold (keep scores >= it)", ylabel="F1", ylim=(0, 1.02), title=title),
+    )
 
 
 def plot_confusion_matrix(
@@ -70,7 +78,7 @@ def plot_confusion_matrix(
     title: str = "Confusion matrix (rows: truth, columns: prediction)",
 ) -> Path:
     """A count matrix as an image with the counts written in (up to 30 labels)."""
-    plt = _plt()
+    plt = pyplot()
     m = np.asarray(matrix)
     k = len(labels)
     size = min(4 + 0.4 * k, 20)
@@ -94,11 +102,7 @@ def plot_confusion_matrix(
                         color="white" if m[i, j] > top / 2 else "black",
                     )
     ax.set(xlabel="prediction", ylabel="truth", title=title)
-    path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_detection_plots(
