@@ -99,6 +99,8 @@ def train(
         else:
             task = DetectionTask(len(classes), classes)
             kwargs = {"num_classes": len(classes)}
+            if img_size and _takes_size(info.builder):
+                kwargs["size"] = int(img_size)  # the model's own input size follows --img-size
         if pretrained:
             kwargs["pretrained"] = pretrained
         kwargs.update(model_args or {})
@@ -146,6 +148,14 @@ def train(
         return trainer.fit(resume=resume)
     finally:
         distributed.cleanup_distributed()
+
+
+def _takes_size(builder: Any) -> bool:
+    """Whether a detection builder takes ``size=`` (SSDLite's input side; R-FCN and torchvision's
+    detectors make it min_size = max_size). SSD300/512 have fixed sizes and do not."""
+    import inspect
+
+    return "size" in inspect.signature(builder).parameters
 
 
 def _check_resume(path: str | Path, meta: dict[str, Any]) -> None:

@@ -197,3 +197,11 @@ def trainable_layers(value: int | None, pretrained: object, max_value: int, defa
     if not 0 <= value <= max_value:
         raise ValueError(f"trainable_backbone_layers must be in 0..{max_value}, got {value}")
     return value
+
+
+def size_to_min_max(kwargs: dict[str, Any]) -> None:
+    """Turn the common ``size=N`` (what ``detseg train --img-size`` passes) into ``min_size = max_size = N``
+    for detectors that rescale their input themselves (R-FCN, Faster R-CNN, RetinaNet)."""
+    size = kwargs.pop("size", None)
+    if size is not None:
+        kwargs["min_size"] = kwargs["max_size"] = int(size)

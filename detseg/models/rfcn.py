@@ -35,7 +35,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, ps_roi_align, ps_roi_pool
 
-from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, trainable_layers
+from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, size_to_min_max, trainable_layers
 from detseg.models.zoo import register_model
 
 
@@ -274,6 +274,7 @@ def _rfcn_resnet(depth: int, num_classes: int, pretrained: bool | str | os.PathL
         net = builder(weights=None, replace_stride_with_dilation=[False, False, True], norm_layer=norm)
     load_pretrained(net, pretrained, weights)
     trainable = trainable_layers(trainable_backbone_layers, pretrained, 5, 3)
+    size_to_min_max(kwargs)
     reduced = kwargs.pop("reduced_channels", 1024 if depth >= 50 else 256)
     return RFCN(RFCNBackbone(net, trainable, reduced), num_classes, **kwargs)
 
@@ -282,22 +283,25 @@ def _rfcn_resnet(depth: int, num_classes: int, pretrained: bool | str | os.PathL
 # rescales the shorter side to min_size (600 in the paper) itself.
 @register_model(task="detect", backbone="resnet50", input_size=(3, 600, 600), paper="Dai et al. 2016")
 def rfcn_resnet50(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
-                  trainable_backbone_layers: int | None = None, **kwargs: Any) -> RFCN:
+                  trainable_backbone_layers: int | None = None, size: int | None = None,
+                  **kwargs: Any) -> RFCN:
     """R-FCN on ResNet-50 (conv5 dilated, stride 16). ``kwargs`` go to :class:`RFCN` (k, ps_pool,
     ohem_rois, min_size, max_size, anchor_sizes, score_thresh, nms_thresh, detections_per_img...)."""
-    return _rfcn_resnet(50, num_classes, pretrained, trainable_backbone_layers, kwargs)
+    return _rfcn_resnet(50, num_classes, pretrained, trainable_backbone_layers, {"size": size, **kwargs})
 
 
 @register_model(task="detect", backbone="resnet101", input_size=(3, 600, 600), paper="Dai et al. 2016")
 def rfcn_resnet101(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
-                   trainable_backbone_layers: int | None = None, **kwargs: Any) -> RFCN:
+                   trainable_backbone_layers: int | None = None, size: int | None = None,
+                  **kwargs: Any) -> RFCN:
     """R-FCN on ResNet-101, the paper's main model."""
-    return _rfcn_resnet(101, num_classes, pretrained, trainable_backbone_layers, kwargs)
+    return _rfcn_resnet(101, num_classes, pretrained, trainable_backbone_layers, {"size": size, **kwargs})
 
 
 @register_model(task="detect", backbone="resnet18", input_size=(3, 600, 600), paper="Dai et al. 2016")
 def rfcn_resnet18(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
-                  trainable_backbone_layers: int | None = None, **kwargs: Any) -> RFCN:
+                  trainable_backbone_layers: int | None = None, size: int | None = None,
+                  **kwargs: Any) -> RFCN:
     """R-FCN on ResNet-18 for CPU speed (not in the paper): conv5 dilated likewise, conv5 reduced to
     256 channels (``reduced_channels=``)."""
-    return _rfcn_resnet(18, num_classes, pretrained, trainable_backbone_layers, kwargs)
+    return _rfcn_resnet(18, num_classes, pretrained, trainable_backbone_layers, {"size": size, **kwargs})

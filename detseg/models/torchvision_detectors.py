@@ -18,7 +18,7 @@ from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _r
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, trainable_layers
+from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, size_to_min_max, trainable_layers
 from detseg.models.zoo import register_model
 
 
@@ -40,7 +40,8 @@ class RetinaNetDetector(ZeroBasedLabels, RetinaNet):
         self.num_classes = num_classes
 
 
-def _check(num_classes: int) -> None:
+def _check(num_classes: int, kwargs: dict[str, Any]) -> None:
+    size_to_min_max(kwargs)
     if num_classes < 1:
         raise ValueError(f"num_classes counts the user's classes (no background), got {num_classes}")
 
@@ -55,9 +56,10 @@ def _resnet50(pretrained: bool | str | os.PathLike) -> nn.Module:
 @register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Ren et al. 2015")
 def fasterrcnn_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
                             trainable_backbone_layers: int | None = None,
-                            **kwargs: Any) -> FasterRCNNDetector:
+                            size: int | None = None, **kwargs: Any) -> FasterRCNNDetector:
     """Faster R-CNN, ResNet-50 with FPN. ``kwargs`` go to torchvision's ``FasterRCNN`` (min_size...)."""
-    _check(num_classes)
+    kwargs["size"] = size
+    _check(num_classes, kwargs)
     trainable = trainable_layers(trainable_backbone_layers, pretrained, 5, 3)
     backbone = _resnet_fpn_extractor(_resnet50(pretrained), trainable)
     return FasterRCNNDetector(backbone, num_classes, **kwargs)
@@ -67,9 +69,10 @@ def fasterrcnn_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.P
                 paper="Ren et al. 2015")
 def fasterrcnn_mobilenet_v3_large_320_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
                                           trainable_backbone_layers: int | None = None,
-                                          **kwargs: Any) -> FasterRCNNDetector:
+                                          size: int | None = None, **kwargs: Any) -> FasterRCNNDetector:
     """Faster R-CNN on MobileNetV3-Large with FPN at low resolution (shorter side 320), for CPU speed."""
-    _check(num_classes)
+    kwargs["size"] = size
+    _check(num_classes, kwargs)
     trainable = trainable_layers(trainable_backbone_layers, pretrained, 6, 3)
     net = mobilenet_v3_large(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
     load_pretrained(net, pretrained, MobileNet_V3_Large_Weights.IMAGENET1K_V1)
@@ -82,9 +85,11 @@ def fasterrcnn_mobilenet_v3_large_320_fpn(num_classes: int = 20, pretrained: boo
 
 @register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Lin et al. 2017")
 def retinanet_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
-                           trainable_backbone_layers: int | None = None, **kwargs: Any) -> RetinaNetDetector:
+                           trainable_backbone_layers: int | None = None, size: int | None = None,
+                           **kwargs: Any) -> RetinaNetDetector:
     """RetinaNet (focal loss), ResNet-50 with FPN P3-P7. ``kwargs`` go to torchvision's ``RetinaNet``."""
-    _check(num_classes)
+    kwargs["size"] = size
+    _check(num_classes, kwargs)
     trainable = trainable_layers(trainable_backbone_layers, pretrained, 5, 3)
     backbone = _resnet_fpn_extractor(_resnet50(pretrained), trainable, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))

@@ -15,7 +15,7 @@ import torch
 from torchvision.models import mobilenet_v2
 
 from detseg.models.detection_utils import DataError, prepare_targets
-from detseg.models.zoo import create_model, list_models
+from detseg.models.zoo import create_model, list_models, model_info
 
 # Small inputs keep the zoo-wide checks fast; SSD300/512 always resize to their own size.
 SMALL = {"ssd*_vgg16": dict(trainable_backbone_layers=0), "rfcn_*": dict(min_size=128, max_size=128),
@@ -119,3 +119,16 @@ def test_pretrained_weights_offline_say_which_file_to_put_where(tmp_path, monkey
     model = create_model("ssdlite320_mobilenet_v2", num_classes=2, pretrained=tmp_path / "mnv2.pth")
     first_conv = model.backbone.features[0][0][0].weight
     torch.testing.assert_close(first_conv, source.features[0][0].weight)
+
+
+@pytest.mark.parametrize(
+    "name", ["ssdlite320_mobilenet_v3_large", "rfcn_resnet18", "fasterrcnn_mobilenet_v3_large_320_fpn"]
+)
+def test_train_img_size_reaches_the_model(name):
+    # `detseg train --img-size N` passes size=N: the model then works at the size the data is resized to.
+    from detseg.engine.run import _takes_size
+
+    assert _takes_size(model_info(name).builder)
+    net = create_model(name, num_classes=2, size=256)
+    assert net.transform.min_size == (256,) and net.transform.max_size == 256
+    assert not _takes_size(model_info("ssd300_vgg16").builder)  # fixed 300 x 300 default boxes
