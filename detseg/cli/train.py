@@ -70,7 +70,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segmentation loss (bce ones: two classes, one output channel)",
     )
     p.add_argument("--class-weights", type=float, nargs="+", metavar="W", help="cross-entropy class weights")
-    p.add_argument("--pretrained", help="pre-trained weights for the model (name, file or detseg checkpoint)")
+    p.add_argument(
+        "--pretrained",
+        help="pre-trained weights: a name, a file, or a detseg checkpoint (RUN_DIR/best.pt) of the same "
+        "model; trained on other classes, its head is replaced (the report says which tensors)",
+    )
+    t = p.add_argument_group("transfer learning (docs/transfer.md)")
+    t.add_argument(
+        "--freeze",
+        metavar="backbone|stages:N|none",
+        help="freeze the backbone, or its first N stages; frozen BatchNorm keeps its statistics (eval mode)",
+    )
+    t.add_argument(
+        "--lr-backbone", type=float, metavar="LR", help="learning rate of the backbone (the rest: --lr)"
+    )
+    t.add_argument(
+        "--new-head", action="store_true", help="replace the head even when the classes are the same"
+    )
+    t.add_argument(
+        "--extend-from",
+        metavar="CHECKPOINT",
+        help="add classes to a trained model: the data's classes must be its classes, in order, then new "
+        "ones; the old classes' head weights are kept",
+    )
+    t.add_argument(
+        "--distill",
+        type=float,
+        metavar="W",
+        help="with --extend-from: Learning without Forgetting, W x distillation of the old model's outputs "
+        "on the old classes (e.g. 1.0)",
+    )
+    t.add_argument("--temperature", type=float, metavar="T", help="distillation temperature (default 2)")
     p.add_argument(
         "--model-arg",
         action="append",
@@ -134,6 +164,12 @@ def run_train(args: argparse.Namespace) -> int:
             train_split=args.train_split,
             val_split=args.val_split,
             resume=args.resume,
+            extend_from=args.extend_from,
+            distill=args.distill,
+            temperature=args.temperature,
+            new_head=args.new_head,
+            freeze=args.freeze,
+            lr_backbone=args.lr_backbone,
             epochs=args.epochs,
             iters=args.iters,
             batch_size=args.batch_size,

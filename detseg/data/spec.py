@@ -4,6 +4,10 @@ Every command that reads data takes ``--data SPEC``. ``load_spec`` also accepts 
 (task detect; its categories are the classes; the one file serves every split) and a VOC folder
 (``Annotations/`` + ``JPEGImages/``, splits from ``ImageSets/Main/*.txt``). The schema is in the
 README's "Dataset spec" section.
+
+Image classification (``task: classify``) reads a folder tree, ``SPLIT/CLASS/*.jpg`` (torchvision's
+ImageFolder layout): format ``folder`` (the default for that task), a split is ``{images: FOLDER}`` or
+just ``FOLDER``, and ``classes`` defaults to the class folders' names, sorted.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from pathlib import Path
 
 from detseg.data.errors import DataError
 
-TASKS = ("detect", "segment")
-FORMATS = ("coco", "voc", "masks", "cityscapes", "text")
+TASKS = ("detect", "segment", "classify")
+FORMATS = ("coco", "voc", "masks", "cityscapes", "text", "folder")
 TOP_KEYS = {
     "task",
     "format",
@@ -101,9 +105,13 @@ def spec_from_dict(data: dict, base_dir: str | Path, path: Path | None = None) -
     task = data.get("task", "detect")
     if task not in TASKS:
         fail(f"task must be one of {', '.join(TASKS)}, not {task!r}", "task")
-    fmt = data.get("format")
+    fmt = data.get("format", "folder" if task == "classify" else None)
     if fmt not in FORMATS:
         fail(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}", "format")
+    if task == "classify" and fmt != "folder":
+        fail(f"task must be one of detect, segment for format {fmt} (classify reads format folder)", "task")
+    if fmt == "folder" and task != "classify":
+        fail("format folder (one sub-folder of images per class) is for task: classify", "format")
     root = Path(base_dir) / str(data.get("root", "."))
     root = root.resolve()
     classes = _classes(data.get("classes"), root, fail)
@@ -126,6 +134,8 @@ def spec_from_dict(data: dict, base_dir: str | Path, path: Path | None = None) -
     for key, value in data.items():
         if key in TOP_KEYS:
             continue
+        if fmt == "folder" and isinstance(value, str):  # `train: train`, the folder of class folders
+            value = {"images": value}
         if not isinstance(value, dict):
             fail("unknown key (a split must be a mapping with 'images', ...)", key)
         splits[key] = _split(key, value, root, fmt, task, fail)
@@ -198,6 +208,8 @@ def _split(name: str, value: dict, root: Path, fmt: str, task: str, fail) -> Spl
         fail(f"unknown keys {sorted(unknown)} (use {', '.join(sorted(SPLIT_KEYS))})", name)
     if "images" not in value:
         fail("missing 'images'", name)
+    if fmt == "folder" and set(value) - {"images"}:
+        fail("format folder takes only 'images' (the folder holding one sub-folder per class)", name)
     annotations = root / value["annotations"] if value.get("annotations") else None
     masks = root / value["masks"] if value.get("masks") else None
     if (fmt in ("coco", "text") or (fmt == "voc" and task == "detect")) and annotations is None:

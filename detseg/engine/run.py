@@ -31,12 +31,28 @@ def train(
     train_split: str = "train",
     val_split: str | None = "val",
     resume: str | Path | None = None,
+    extend_from: str | Path | None = None,
+    distill: float | None = None,
+    temperature: float | None = None,
+    new_head: bool = False,
     **config: Any,
 ) -> dict[str, Any]:
     """Train zoo model ``model`` on the spec ``data``; ``config`` holds :class:`TrainConfig` fields.
 
-    ``resume="auto"`` continues ``out/last.pt``. Returns the trainer's summary (best and last metrics).
+    ``resume="auto"`` continues ``out/last.pt``. Returns the trainer's summary (best and last metrics,
+    and under ``"transfer"`` what was loaded, replaced, extended and frozen).
     Under ``torchrun`` this joins the process group and trains with DDP.
+
+    Transfer learning (:mod:`detseg.transfer`):
+
+    - ``pretrained``: a weights name or file for the builder, or a detseg checkpoint (``RUN/best.pt``)
+      of the same model: everything that fits is loaded; trained on other classes, its head is replaced.
+      ``new_head=True`` replaces the head even when the classes are the same.
+    - ``freeze="backbone" | "stages:N" | "none"`` and ``lr_backbone`` (TrainConfig fields): frozen
+      backbone stages (BatchNorm statistics kept) and the backbone's own learning rate.
+    - ``extend_from``: a detseg checkpoint trained on classes that the data's class list starts with;
+      its head is extended to the new classes keeping the old classes' weights. ``distill`` (> 0) adds
+      Learning-without-Forgetting distillation of its outputs on the old classes at ``temperature``.
     """
     import torch
 
@@ -57,6 +73,23 @@ def train(
         device = config["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     info = model_info(model)
     spec = load_spec(data)
+    if resume == "auto":
+        resume = Path(out) / "last.pt"
+        if not resume.is_file():
+            raise FileNotFoundError(f"--resume: no {resume} to continue (train without --resume first)")
+    settings = _transfer_settings(resume, config, extend_from, distill, temperature, new_head)
+    extend_from, distill, temperature, new_head = (
+        settings["extend_from"],
+        settings["distill"],
+        settings["temperature"],
+        settings["new_head"],
+    )
+    source = _source_checkpoint(extend_from, pretrained, model, spec.task)
+    if source is not None and not img_size and source["meta"].get("img_size"):
+        saved_size = source["meta"]["img_size"]  # the source model's input size, unless given
+        if isinstance(saved_size, list) and len(set(saved_size)) == 1:
+            saved_size = saved_size[0]
+        img_size = saved_size if isinstance(saved_size, int) else None
     if info.task != spec.task:
         raise ValueError(
             f"model {model!r} is a {info.task} model but {data} is a {spec.task} data set; "
@@ -101,11 +134,25 @@ def train(
             kwargs = {"num_classes": len(classes)}
             if img_size and _takes_size(info.builder):
                 kwargs["size"] = int(img_size)  # the model's own input size follows --img-size
-        if pretrained:
-            kwargs["pretrained"] = pretrained
+        builder_pretrained = pretrained
+        if source is not None:
+            saved_kwargs = dict(source["meta"].get("model_kwargs", {}))
+            saved_kwargs.pop("num_classes", None)
+            kwargs = {**saved_kwargs, **kwargs}  # the source model's architecture
+            builder_pretrained = source["meta"].get("builder_pretrained")
+        if builder_pretrained:
+            kwargs["pretrained"] = builder_pretrained
         kwargs.update(model_args or {})
         torch.manual_seed(int(config.get("seed", 0)))  # the same initial weights in every process
         net = create_model(model, **kwargs)
+        transfer = _apply_source(net, model, kwargs, source, classes, extend_from, new_head)
+        transfer.update(distill=distill, temperature=temperature, new_head=new_head)
+        if source is not None and dist_info.is_main and not config.get("quiet"):
+            print(f"detseg train: {transfer['summary']}", file=sys.stderr)
+        if distill:
+            from detseg.transfer.lwf import LwFTask
+
+            task = LwFTask(task, net, _build_source_model(model, source), distill, temperature)
         meta = {
             "task": spec.task,
             "model": model,
@@ -117,6 +164,8 @@ def train(
             "img_size": size if isinstance(size, int) else list(size),
             "loss": loss if spec.task == "segment" else "",
             "data": str(spec.path or data),
+            "builder_pretrained": str(builder_pretrained) if builder_pretrained else None,
+            "transfer": transfer,
         }
         category_ids = getattr(train_set, "label_to_category_id", None)
         if category_ids is not None:
@@ -139,15 +188,138 @@ def train(
                 collate_fn=collate,
                 generator=torch.Generator().manual_seed(0),
             )
-        if resume == "auto":
-            resume = Path(out) / "last.pt"
-            if not resume.is_file():
-                raise FileNotFoundError(f"--resume: no {resume} to continue (train without --resume first)")
+        if trainer.freeze_report is not None:
+            transfer["freeze"] = trainer.freeze_report.summary()
+            if dist_info.is_main and not config.get("quiet"):
+                print(f"detseg train: --freeze {cfg.freeze}: {transfer['freeze']}", file=sys.stderr)
         if resume is not None:
             _check_resume(resume, meta)
-        return trainer.fit(resume=resume)
+        summary = trainer.fit(resume=resume)
+        summary["transfer"] = transfer
+        return summary
     finally:
         distributed.cleanup_distributed()
+
+
+def _transfer_settings(
+    resume: str | Path | None,
+    config: dict[str, Any],
+    extend_from: str | Path | None,
+    distill: float | None,
+    temperature: float | None,
+    new_head: bool,
+) -> dict[str, Any]:
+    """The transfer settings of this run; resuming, those of the run it continues (a different explicit
+    value is refused: the optimizer's groups, the frozen layers and the teacher must stay the same)."""
+    from detseg.engine.checkpoint import load_checkpoint
+
+    given = {
+        "freeze": config.get("freeze"),
+        "lr_backbone": config.get("lr_backbone"),
+        "extend_from": str(extend_from) if extend_from else None,
+        "distill": distill,
+        "temperature": temperature,
+        "new_head": new_head or None,
+    }
+    if resume is not None:
+        state = load_checkpoint(resume)
+        saved_cfg, saved_tr = state.get("config", {}), state.get("meta", {}).get("transfer") or {}
+        saved = {
+            "freeze": saved_cfg.get("freeze"),
+            "lr_backbone": saved_cfg.get("lr_backbone"),
+            "extend_from": saved_tr.get("extend_from"),
+            "distill": saved_tr.get("distill"),
+            "temperature": saved_tr.get("temperature"),
+            "new_head": saved_tr.get("new_head"),
+        }
+        for key, value in saved.items():
+            if given[key] is None:
+                given[key] = value
+            elif value is not None and given[key] != value:
+                raise ValueError(
+                    f"--resume {resume}: the run was trained with {key}={value!r}, not {given[key]!r} "
+                    "(leave it out to continue as it was)"
+                )
+    config["freeze"] = given["freeze"] or "none"
+    config["lr_backbone"] = given["lr_backbone"]
+    distill_weight = float(given["distill"] or 0.0)
+    if distill_weight < 0:
+        raise ValueError(f"--distill must be >= 0, got {distill_weight}")
+    if distill_weight and not given["extend_from"]:
+        raise ValueError("--distill needs --extend-from CHECKPOINT: the old model whose outputs it keeps")
+    return {
+        "extend_from": given["extend_from"],
+        "distill": distill_weight,
+        "temperature": float(given["temperature"] or 2.0),
+        "new_head": bool(given["new_head"]),
+    }
+
+
+def _source_checkpoint(
+    extend_from: str | None, pretrained: Any, model: str, task: str
+) -> dict[str, Any] | None:
+    """The detseg checkpoint to start from: ``extend_from``, or ``pretrained`` when it is one."""
+    from detseg.engine.checkpoint import load_checkpoint
+
+    path = extend_from
+    if path is None and isinstance(pretrained, (str, Path)) and Path(pretrained).exists():
+        try:
+            state = load_checkpoint(pretrained)
+        except ValueError:
+            return None  # a plain weights file: the builder loads it
+        path, loaded = str(pretrained), state
+    elif path is None:
+        return None
+    else:
+        loaded = load_checkpoint(path)
+    meta = loaded.get("meta", {})
+    if meta.get("model") not in (None, model):
+        raise ValueError(f"{path}: the checkpoint is a {meta['model']!r} model, not {model!r}")
+    if meta.get("task") not in (None, task):
+        raise ValueError(f"{path}: the checkpoint is a {meta['task']} model, the data is for {task}")
+    return {"path": str(path), "state": loaded["model"], "meta": meta}
+
+
+def _apply_source(
+    net: Any,
+    model: str,
+    kwargs: dict[str, Any],
+    source: dict[str, Any] | None,
+    classes: list[str],
+    extend_from: str | None,
+    new_head: bool,
+) -> dict[str, Any]:
+    """Load the source checkpoint into ``net``: extend its head, replace it, or load it all."""
+    from detseg.transfer.heads import class_keys, extend_head, load_replacing_head
+
+    if source is None:
+        if new_head:
+            return {"summary": "new head: the builder's freshly initialised one"}
+        return {}
+    keys = class_keys(model, kwargs)
+    old_classes = list(source["meta"].get("classes", []))
+    if extend_from:
+        report = extend_head(net, source["state"], keys, old_classes, classes, source["path"])
+    else:
+        same = old_classes == list(classes)
+        report = load_replacing_head(net, source["state"], keys, source["path"], replace=new_head or not same)
+        report.old_classes, report.new_classes = old_classes, list(classes)
+    out = report.to_dict()
+    out["summary"] = report.summary()
+    out["extend_from"] = extend_from
+    return out
+
+
+def _build_source_model(model: str, source: dict[str, Any]) -> Any:
+    """The source checkpoint's model (the old model for distillation), weights loaded, in eval mode."""
+    from detseg.models.zoo import create_model
+
+    kwargs = dict(source["meta"].get("model_kwargs", {}))
+    if source["meta"].get("builder_pretrained"):
+        kwargs["pretrained"] = source["meta"]["builder_pretrained"]
+    old = create_model(model, **kwargs)
+    old.load_state_dict(source["state"])
+    return old.eval()
 
 
 def _takes_size(builder: Any) -> bool:

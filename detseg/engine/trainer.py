@@ -75,6 +75,8 @@ class TrainConfig:
     tensorboard: bool = False
     plots: bool = True  # loss.png and metrics.png (matplotlib)
     sync_bn: bool = False
+    freeze: str = "none"  # backbone | stages:N | none (detseg.transfer.freeze)
+    lr_backbone: float | None = None  # the backbone's own learning rate (discriminative fine-tuning)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form (CLI arguments), saved for reference
 
 
@@ -93,12 +95,30 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters. With ``cfg.lr_backbone`` the backbone's parameters
+    (:func:`detseg.transfer.freeze.backbone_parameters`) form their own groups at that learning rate;
+    the schedule multiplies every group's rate by the same factor."""
+    backbone: set[int] = set()
+    if cfg.lr_backbone is not None:
+        from detseg.transfer.freeze import backbone_parameters
+
+        backbone = {id(p) for p in backbone_parameters(model)}
     # No weight decay on biases and norm layers' scales (standard practice; they are not weights).
-    decay, no_decay = [], []
+    # Groups: (rest, backbone) x (decay, no decay), in that order; empty ones left out.
+    keys = ((False, True), (False, False), (True, True), (True, False))
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {k: [] for k in keys}
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            buckets[(id(p) in backbone, p.ndim > 1)].append(p)
+    groups = []
+    for (in_backbone, decays), params in buckets.items():
+        if params:
+            group = {"params": params, "weight_decay": cfg.weight_decay if decays else 0.0}
+            if in_backbone:
+                group["lr"] = cfg.lr_backbone
+            groups.append(group)
+    if not groups:
+        raise ValueError("no trainable parameters (everything is frozen)")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":
@@ -143,6 +163,13 @@ class Trainer:
         self.model = model.to(self.device)
         if config.sync_bn and self.dist.enabled:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        # After the SyncBatchNorm swap (frozen layers must be the ones that run), before DDP (which only
+        # registers parameters that need gradients).
+        self.freeze_report = None
+        if config.freeze and config.freeze != "none":
+            from detseg.transfer.freeze import freeze
+
+            self.freeze_report = freeze(self.model, config.freeze)
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -1,27 +1,36 @@
 """Encoders built from torchvision's classification networks (``weights=None``), with the same
-parameter names so torchvision state dicts load, and pre-trained weight loading that never downloads.
+parameter names so torchvision state dicts load, and the one pre-trained weight loader of detseg
+(segmenters, classifiers and detectors all use :func:`load_pretrained`); it never downloads.
 
 Every encoder maps ``Tensor[B, C_in, H, W]`` to a list of feature maps, shallow to deep, and lists
 their ``out_channels`` and ``strides``.
 
 Pre-trained weights (``pretrained=``) come from
+- ``True`` (or ``"imagenet"``, ``"default"``, ``"torchvision"``): the builder's torchvision weights;
 - a torchvision weights name (``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V1"``, ``"DEFAULT"``)
-  when the file is already in torch's hub cache (``$TORCH_HOME/hub/checkpoints``);
-- a local file (``.pth``/``.pt``; a SHA-256 or its prefix may be given to check it);
-- a detseg checkpoint (a dict holding the model's state dict under ``"model"`` or ``"state_dict"``).
-Keys are matched after removing ``module.`` and trying the usual prefixes; a 3-channel first
-convolution is adapted to other input channel counts (summed for greyscale) and VGG's fully connected
-fc6/fc7 are reshaped into convolutions. :class:`LoadReport` says what loaded, what did not and why.
+  when the file is already in torch's hub cache (``$TORCH_HOME/hub/checkpoints``); otherwise
+  :class:`WeightsNotFoundError` says which file to put where;
+- a local file (``.pth``/``.pt``); a SHA-256 (or its prefix) checks it, given as ``sha256=`` or as
+  ``"path#sha256=HEX"``;
+- a detseg checkpoint (a dict holding the model's state dict under ``"model"`` or ``"state_dict"``);
+- ``"zoo:NAME"``: the checkpoint ``detseg zoo build NAME`` cached (see :mod:`detseg.zoo.build`).
+Files are read with ``torch.load(weights_only=True)``. Keys are matched after removing ``module.`` and
+trying the usual prefixes; a 3-channel first convolution is adapted to other input channel counts
+(summed for greyscale) and VGG's fully connected fc6/fc7 are reshaped into convolutions.
+:class:`LoadReport` says what loaded, what did not and why.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +42,26 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------
 # Loading weights
+
+#: ``pretrained`` strings meaning "the builder's torchvision weights" (as ``pretrained=True``).
+PRETRAINED_NAMES = {"true", "imagenet", "default", "torchvision"}
+
+
+class WeightsNotFoundError(FileNotFoundError, ValueError):
+    """Pre-trained weights that are not on this machine (detseg never downloads). Both a
+    ``FileNotFoundError`` and a ``ValueError``, so the CLI prints it as one line."""
+
+
+class WeightsDeferred:
+    """A true ``pretrained`` value that loads nothing: the builder makes the architecture it makes for
+    pre-trained weights (frozen BatchNorm, full MobileNet tail, Caffe input scaling), and the caller
+    loads a whole model's state dict afterwards (:func:`detseg.models.zoo.create_model` does)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "WeightsDeferred()"
 
 
 @dataclass
@@ -72,27 +101,41 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
 
 
-def resolve_torchvision_weights(name: str, arch: str | None = None):
-    """A torchvision ``WeightsEnum`` member from ``"Enum.MEMBER"`` or, given ``arch``, ``"MEMBER"``."""
+def resolve_torchvision_weights(name: str, arch: str | None = None, default: Any = None):
+    """A torchvision ``WeightsEnum`` member from ``"Enum.MEMBER"`` or ``"MEMBER"``/``"DEFAULT"``,
+    resolved against ``arch`` (a torchvision model name) or the enum of ``default`` (a member)."""
     try:
         if "." in name:
             return torchvision.models.get_weight(name)
-        if arch is None:
+        if default is not None:
+            enum = type(default)
+        elif arch is not None:
+            enum = torchvision.models.get_model_weights(arch)
+        else:
             raise ValueError("no architecture to resolve it against")
-        enum = torchvision.models.get_model_weights(arch)
         return enum.DEFAULT if name == "DEFAULT" else enum[name]
     except (KeyError, ValueError, AttributeError) as err:
         raise ValueError(f"unknown torchvision weights {name!r} for {arch or 'any model'}: {err}") from err
 
 
-def _check_sha256(path: Path, expected: str) -> None:
+def cached_weights_path(weights: Any) -> Path:
+    """Where torch.hub keeps the file of a torchvision ``WeightsEnum`` member."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, as hex."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    actual = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _check_sha256(path: Path, expected: str) -> None:
+    actual = file_sha256(path)
     if not actual.startswith(expected.lower()):
-        raise ValueError(f"{path}: SHA-256 is {actual}, expected {expected}")
+        raise ValueError(f"{path}: SHA-256 is {actual}, expected {expected}; refusing to load it")
 
 
 def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
@@ -107,33 +150,69 @@ def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
     raise ValueError(f"{where}: no state dict found (expected tensors, or a checkpoint with a 'model' entry)")
 
 
+def split_sha256(source: str | Path, sha256: str | None = None) -> tuple[str, str | None]:
+    """``"path#sha256=HEX"`` -> ``("path", "HEX")``; an explicit ``sha256`` must agree with it."""
+    text = str(source)
+    match = re.fullmatch(r"(.*)#sha256=([0-9a-fA-F]+)", text)
+    if not match:
+        return text, sha256
+    if sha256 and not (match.group(2).lower().startswith(sha256.lower()) or
+                       sha256.lower().startswith(match.group(2).lower())):
+        raise ValueError(f"{text}: the SHA-256 in the name disagrees with sha256={sha256}")
+    return match.group(1), sha256 or match.group(2)
+
+
+def read_weights_file(path: str | Path, sha256: str | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` after checking the file's SHA-256 (or prefix) when given."""
+    path = Path(path)
+    if sha256:
+        _check_sha256(path, sha256)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickled code (refused by weights_only) or a damaged file: say which file
+        raise ValueError(f"{path}: not a file torch.load(weights_only=True) can read ({err})") from err
+
+
 def read_state_dict(
-    source: str | Path, arch: str | None = None, sha256: str | None = None
+    source: str | Path | bool,
+    arch: str | None = None,
+    sha256: str | None = None,
+    weights: Any = None,
 ) -> tuple[dict[str, torch.Tensor], str]:
-    """Read weights from a path, a detseg checkpoint or a cached torchvision weights name.
+    """Read weights from a path, a detseg checkpoint, ``zoo:NAME`` or a cached torchvision weights name
+    (``True`` and :data:`PRETRAINED_NAMES` mean ``weights``, a torchvision ``WeightsEnum`` member, or
+    ``arch``'s default weights).
 
     Returns ``(state_dict, description)``. Never downloads; ``torch.load(weights_only=True)``.
     """
-    path = Path(source)
+    if source is True or (isinstance(source, str) and source.lower() in PRETRAINED_NAMES):
+        if weights is None and arch is None:
+            raise ValueError(f"pretrained={source!r}: this model names no torchvision weights; pass a file")
+        source = "DEFAULT" if weights is None else f"{type(weights).__name__}.{weights.name}"
+    text, sha256 = split_sha256(source, sha256)
+    if text.startswith("zoo:"):
+        from detseg.zoo.build import zoo_weights
+
+        path, recorded = zoo_weights(text.removeprefix("zoo:"))
+        text, sha256 = str(path), sha256 or recorded
+    path = Path(text)
     if path.is_file():
-        if sha256:
-            _check_sha256(path, sha256)
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return _extract_state_dict(obj, str(path)), str(path)
-    if str(source).endswith((".pt", ".pth", ".ckpt", ".bin")) or "/" in str(source):
-        raise ValueError(f"pretrained weights file not found: {source}")
-    weights = resolve_torchvision_weights(str(source), arch)
-    file_name = Path(weights.url).name
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+        return _extract_state_dict(read_weights_file(path, sha256), str(path)), str(path)
+    if text.endswith((".pt", ".pth", ".ckpt", ".bin")) or "/" in text or os.sep in text:
+        raise WeightsNotFoundError(f"pretrained weights file not found: {text}")
+    resolved = resolve_torchvision_weights(text, arch, weights)
+    cached = cached_weights_path(resolved)
     if not cached.is_file():
-        raise ValueError(
-            f"torchvision weights {weights} are not in the cache ({cached}); detseg never downloads: "
-            f"fetch {weights.url} there yourself, or pass the file's path as pretrained"
+        raise WeightsNotFoundError(
+            f"torchvision weights {resolved} ({cached.name}) are not on this machine and detseg never "
+            f"downloads: fetch {resolved.url} and put it at {cached} (torch.hub's cache, $TORCH_HOME), "
+            "or pass the path of a local copy as pretrained (or no pretrained to train from scratch)"
         )
-    match = re.search(r"-([a-f0-9]{8,})\.", file_name)  # torchvision names files <arch>-<sha256 prefix>.pth
-    _check_sha256(cached, sha256 or (match.group(1) if match else ""))
-    obj = torch.load(cached, map_location="cpu", weights_only=True)
-    return _extract_state_dict(obj, str(cached)), f"{weights} ({cached})"
+    match = re.search(r"-([a-f0-9]{8,})\.", cached.name)  # torchvision names files <arch>-<sha256 prefix>.pth
+    expected = sha256 or (match.group(1) if match else "")
+    if expected:
+        _check_sha256(cached, expected)
+    return _extract_state_dict(read_weights_file(cached), str(cached)), f"{resolved} ({cached})"
 
 
 _PREFIXES = (("", ""), ("", "encoder."), ("backbone.", "encoder."), ("encoder.", ""), ("backbone.", ""))
@@ -173,7 +252,9 @@ def load_state_dict_into(
     to_load = {}
     for key, value in best.items():
         if key not in target:
-            report.unexpected.append(key)
+            # BatchNorm's step counter is no weight: FrozenBatchNorm2d has none, BatchNorm2d one each.
+            if not key.endswith("num_batches_tracked"):
+                report.unexpected.append(key)
             continue
         want = target[key]
         if value.shape == want.shape:
@@ -194,25 +275,46 @@ def load_state_dict_into(
         else:
             report.mismatched.append(f"{key} {tuple(value.shape)}->{tuple(want.shape)}")
     module.load_state_dict(to_load, strict=False)
-    report.missing = [k for k in target if k not in to_load]
+    report.missing = [k for k in target if k not in to_load and not k.endswith("num_batches_tracked")]
     log.info(report.summary())
+    for reports in _COLLECTORS:
+        reports.append(report)
     return report
+
+
+_COLLECTORS: list[list[LoadReport]] = []
+
+
+@contextmanager
+def collect_reports() -> Iterator[list[LoadReport]]:
+    """Gather the :class:`LoadReport` of every load in the block (``create_model`` attaches them to the
+    model it returns: detector builders load into a backbone network and keep no report themselves)."""
+    reports: list[LoadReport] = []
+    _COLLECTORS.append(reports)
+    try:
+        yield reports
+    finally:
+        _COLLECTORS.remove(reports)
 
 
 def load_pretrained(
     module: nn.Module,
-    pretrained: str | Path | None,
+    pretrained: str | Path | bool | WeightsDeferred | None,
     arch: str | None = None,
     sha256: str | None = None,
     key_map: Mapping[str, str] | None = None,
+    weights: Any = None,
 ) -> LoadReport | None:
-    """Load ``pretrained`` (None: nothing) into ``module``; returns the :class:`LoadReport`.
+    """Load ``pretrained`` into ``module``; returns the :class:`LoadReport` (None when nothing loads:
+    ``None``, ``False`` or :class:`WeightsDeferred`).
 
+    ``arch``: the torchvision model name that torchvision weights names resolve against; ``weights``:
+    the torchvision ``WeightsEnum`` member that ``True`` means (detector builders pass theirs).
     A source that matches no key at all raises ``ValueError`` (wrong file for this model).
     """
-    if pretrained is None:
+    if pretrained is None or pretrained is False or isinstance(pretrained, WeightsDeferred):
         return None
-    state, description = read_state_dict(pretrained, arch=arch, sha256=sha256)
+    state, description = read_state_dict(pretrained, arch=arch, sha256=sha256, weights=weights)
     report = load_state_dict_into(module, state, description, key_map)
     if not report.loaded and not report.reshaped:
         raise ValueError(

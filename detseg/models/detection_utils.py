@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +18,8 @@ from torch import Tensor, nn
 from torchvision.ops import clip_boxes_to_image
 
 from detseg.data.errors import DataError
+from detseg.models import backbones
+from detseg.models.backbones import LoadReport, cached_weights_path  # noqa: F401 (re-exported)
 
 
 def check_images(images: Any) -> list[Tensor]:
@@ -136,56 +137,20 @@ class ZeroBasedLabels:
         return detections
 
 
-PRETRAINED_NAMES = {"true", "imagenet", "default", "torchvision"}
+def load_pretrained(
+    module: nn.Module, pretrained: bool | str | os.PathLike | None, weights: Any
+) -> LoadReport | None:
+    """Load pre-trained weights into a detector's backbone network without the network, through detseg's
+    one loader (:func:`detseg.models.backbones.load_pretrained`: weights_only, SHA-256, the report).
 
-
-def cached_weights_path(weights: Any) -> Path:
-    """Where torch.hub keeps the file of a torchvision ``WeightsEnum`` member."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-
-
-def load_pretrained(module: nn.Module, pretrained: bool | str | os.PathLike | None, weights: Any) -> None:
-    """Load pre-trained weights into ``module`` without the network.
-
-    ``pretrained``: ``False``/``None`` does nothing; ``True`` (or "imagenet") loads torchvision's
-    ``weights`` (a ``WeightsEnum`` member) from the torch.hub cache, or raises a message saying which
-    file to put where; a path loads that file (a state dict, or a checkpoint holding one under
-    ``state_dict`` or ``model``). Tensors that fit by name and shape are loaded (a classifier's extra keys are
-    ignored); the model's tensors missing from the file are named in a warning.
+    ``pretrained``: ``False``/``None`` (or :class:`~detseg.models.backbones.WeightsDeferred`) does
+    nothing; ``True`` (or "imagenet") loads torchvision's ``weights`` (a ``WeightsEnum`` member) from the
+    torch.hub cache, or raises a :class:`~detseg.models.backbones.WeightsNotFoundError` (a
+    ``FileNotFoundError``) saying which file to put where; another torchvision name of the same enum
+    (``"IMAGENET1K_V2"``), a path (``"w.pth#sha256=..."``), a detseg checkpoint or ``"zoo:NAME"`` load
+    that. Tensors that fit by name and shape load (a classifier's extra keys are reported unexpected).
     """
-    if pretrained is None or pretrained is False:
-        return
-    named = isinstance(pretrained, str) and not Path(pretrained).exists()
-    if named and pretrained.lower() in PRETRAINED_NAMES:  # type: ignore[union-attr]
-        pretrained = True  # e.g. ``detseg train --pretrained imagenet``
-    if pretrained is True:
-        path = cached_weights_path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"pre-trained weights {path.name} are not on this machine and detseg does not download: "
-                f"fetch {weights.url} and put it at {path}, or pass pretrained='/path/to/weights.pth' "
-                "(or pretrained=False to train from scratch)"
-            )
-    else:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(f"pre-trained weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    own = module.state_dict()
-    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not fitting:
-        raise ValueError(
-            f"no tensor in {path} fits {type(module).__name__} by name and shape "
-            f"(file keys start {list(state)[:3]}, model keys start {list(own)[:3]})"
-        )
-    missing = [k for k in own if k not in fitting and not k.endswith("num_batches_tracked")]
-    if missing:
-        warnings.warn(f"{path.name}: {len(missing)} tensors not in the file keep their initial values "
-                      f"(e.g. {missing[:3]})", stacklevel=2)
-    module.load_state_dict(fitting, strict=False)
+    return backbones.load_pretrained(module, pretrained, weights=weights)
 
 
 def trainable_layers(value: int | None, pretrained: object, max_value: int, default_pretrained: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -75,6 +76,92 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name; keyword arguments go to its builder (num_classes, pretrained...)."""
-    return model_info(name).builder(**kwargs)
+def create_model(name: str, pretrained: Any = None, **kwargs) -> nn.Module:
+    """Build a registered model by name; keyword arguments go to its builder (num_classes, size...).
+
+    ``pretrained`` (see :mod:`detseg.models.backbones`): ``True`` or a torchvision weights name (from
+    torch.hub's cache, never downloaded), a file (``"w.pth#sha256=..."``), a detseg checkpoint, or
+    ``"zoo"`` / ``"zoo:NAME"`` for the weights ``detseg zoo build NAME`` cached. A zoo checkpoint or a
+    whole detector's state dict (torchvision's COCO models, a detseg run) loads into the whole model,
+    built as the weights were trained; anything else goes to the builder, which loads its backbone.
+    The :class:`~detseg.models.backbones.LoadReport` is kept as ``model.pretrained_report``.
+    """
+    from detseg.models.backbones import collect_reports
+
+    info = model_info(name)
+    if isinstance(pretrained, str) and (pretrained == "zoo" or pretrained.startswith("zoo:")):
+        return _from_zoo(info, pretrained.partition(":")[2] or name, kwargs)
+    if info.task == "detect" and _is_file_source(pretrained):
+        whole = _whole_detector(info, pretrained, kwargs)
+        if whole is not None:
+            return whole
+    if pretrained is not None:
+        kwargs["pretrained"] = pretrained
+    with collect_reports() as reports:
+        model = info.builder(**kwargs)
+    if reports and getattr(model, "pretrained_report", None) is None:
+        model.pretrained_report = reports[-1]
+    return model
+
+
+def _is_file_source(pretrained: Any) -> bool:
+    from detseg.models.backbones import split_sha256
+
+    if pretrained is None or isinstance(pretrained, bool):
+        return False
+    return Path(split_sha256(pretrained)[0]).is_file()
+
+
+def _from_zoo(info: ModelInfo, zoo_name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``info``'s model with the weights ``detseg zoo build zoo_name`` cached, built with the arguments
+    it was trained with (``kwargs`` override them; another class count reloads all but the head)."""
+    from detseg.models.backbones import load_pretrained
+    from detseg.zoo.build import zoo_checkpoint
+
+    path, sha256, meta = zoo_checkpoint(zoo_name)
+    if meta.get("model") == info.name:
+        kwargs = {**meta.get("model_kwargs", {}), **kwargs}
+    model = info.builder(**kwargs)
+    model.pretrained_report = load_pretrained(model, str(path), sha256=sha256)
+    model.zoo_meta = meta
+    return model
+
+
+def _whole_detector(info: ModelInfo, pretrained: Any, kwargs: dict[str, Any]) -> nn.Module | None:
+    """The detector with a whole detector's weights (keys ``backbone.*``, ``head.*`` ...), or None when
+    the file holds a backbone (a classification network's keys) for the builder to load.
+
+    The architecture is built both ways (as from scratch, and as for pre-trained backbones: frozen
+    BatchNorm, MobileNet's full tail) and the one the weights fit better is kept; on a tie, a detseg
+    checkpoint keeps its run's arguments and from-scratch form, other files (torchvision's COCO models,
+    trained from ImageNet backbones) the pre-trained form.
+    """
+    from detseg.models.backbones import (
+        WeightsDeferred,
+        _extract_state_dict,
+        load_state_dict_into,
+        read_weights_file,
+        split_sha256,
+    )
+
+    path, sha256 = split_sha256(pretrained)
+    obj = read_weights_file(path, sha256)
+    state = _extract_state_dict(obj, path)
+    if not any(k.removeprefix("module.").startswith("backbone.") for k in state):
+        return None
+    meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+    from_detseg = isinstance(meta, dict) and meta.get("model") == info.name
+    if from_detseg:
+        kwargs = {**meta.get("model_kwargs", {}), **kwargs}
+    forms = [None, WeightsDeferred()] if from_detseg else [WeightsDeferred(), None]
+    best, best_score = None, None
+    for form in forms:
+        model = info.builder(**kwargs, pretrained=form)
+        own = model.state_dict()
+        theirs = {k.removeprefix("module."): v.shape for k, v in state.items()}
+        fit = sum(k in own and own[k].shape == shape for k, shape in theirs.items())
+        score = fit - sum(k not in own for k in theirs) - sum(k not in theirs for k in own)
+        if best_score is None or score > best_score:
+            best, best_score = model, score
+    best.pretrained_report = load_state_dict_into(best, state, path)
+    return best

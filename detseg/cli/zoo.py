@@ -1,0 +1,89 @@
+"""``detseg zoo list | bench | build``: the model-zoo table, its measured figures, offline zoo weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("zoo", help="the model zoo: list its table, measure speed, build weights",
+                              description="The lecture's model-zoo table, with figures measured by detseg.")
+    sub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND", required=True)
+
+    ls = sub.add_parser("list", help="print the model-zoo table")
+    ls.add_argument("--task", choices=["detect", "segment", "classify"])
+    ls.add_argument("--json", action="store_true", help="rows as JSON, with how every figure was obtained")
+    ls.add_argument("--figures", help="figures file (default: the package's, or $DETSEG_ZOO_FIGURES)")
+    ls.set_defaults(func=run_list)
+
+    bench = sub.add_parser("bench", help="measure parameters, GFLOPs and CPU ms at the registered input size")
+    bench.add_argument("names", nargs="*", metavar="NAME", help="zoo models (default: all)")
+    bench.add_argument("--task", choices=["detect", "segment", "classify"], help="only this task's models")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    bench.add_argument("--repeats", type=int, default=10, help="timed forward passes (default 10)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
+    bench.add_argument("--write", action="store_true", help="record the figures in the figures file")
+    bench.add_argument("--note", default="", help="a note kept with the figures (e.g. 'machine shared')")
+    bench.add_argument("--figures", help="figures file to write (default: the package's)")
+    bench.set_defaults(func=run_bench)
+
+    build = sub.add_parser("build", help="train a zoo entry's weights from its recipe and cache them")
+    build.add_argument("name", metavar="NAME")
+    build.add_argument("--out", help="work folder for the generated data and the run (default: temporary)")
+    build.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    build.add_argument("--seed", type=int, help="override the recipe's training seed")
+    build.add_argument("--device", help="cpu | cuda | auto (default: the recipe's, auto)")
+    build.add_argument("--figures", help="figures file to record the accuracy in (default: the package's)")
+    build.add_argument("--no-record", action="store_true", help="do not write the accuracy figure")
+    build.set_defaults(func=run_build)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from detseg.zoo.figures import load_figures
+    from detseg.zoo.table import format_table, zoo_rows
+
+    rows = zoo_rows(args.task, load_figures(args.figures))
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from detseg.models.zoo import list_models, model_info
+    from detseg.zoo.figures import how_obtained, record_figures
+    from detseg.zoo.measure import bench_model
+
+    names = args.names or list_models(task=args.task)
+    for name in names:
+        model_info(name)  # unknown names fail before any measuring
+    command = "detseg zoo bench " + " ".join(
+        [*args.names, *(["--task", args.task] if args.task else []),
+         *(["--threads", str(args.threads)] if args.threads else []),
+         "--repeats", str(args.repeats), "--warmup", str(args.warmup)])
+    for name in names:
+        fig = bench_model(name, args.repeats, args.warmup, args.threads)
+        print(f"{name}: {fig['params'] / 1e6:.2f} M params, {fig['gflops']:.2f} GFLOPs, "
+              f"{fig['cpu_ms']:.1f} ms ({fig['threads']} threads, median of {fig['repeats']})", flush=True)
+        if args.write:
+            how = how_obtained(command, args.note)
+            size = fig["input_size"]
+            record_figures(name, {
+                "params": {"value": fig["params"], "how": how},
+                "gflops": {"value": round(fig["gflops"], 3), "input_size": size, "how": how},
+                "cpu_ms": {"value": round(fig["cpu_ms"], 1), "input_size": size, "threads": fig["threads"],
+                           "repeats": fig["repeats"], "warmup": fig["warmup"], "how": how},
+            }, args.figures)
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from detseg.zoo.build import build
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device))
+                 if v is not None}
+    result = build(args.name, out=args.out, train_overrides=overrides, figures=args.figures,
+                   record=not args.no_record)
+    print(f"{args.name}: {result['metric']} {result['value']:.4f} on {result['data']}; weights "
+          f"{result['path']} (sha256 {result['sha256'][:16]}...); load with "
+          f"create_model({args.name!r}, pretrained='zoo')")
+    return 0
