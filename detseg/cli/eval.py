@@ -40,6 +40,11 @@ def register(subparsers) -> None:
     s.add_argument("--num-classes", type=int, help="number of classes (label folders; a spec knows it)")
     s.add_argument("--ignore-index", type=int, default=255)
     s.add_argument("--json", type=Path, help="write the metrics here as JSON")
+    s.add_argument(
+        "--tta",
+        choices=["hflip", "flips", "d4"],
+        help="with --weights: average the model over flipped (d4: also turned) views",
+    )
     s.set_defaults(func=_seg)
 
 
@@ -115,7 +120,7 @@ def _seg(args: argparse.Namespace) -> int:
     if _inputs(args, ("gt", "pred")):
         from detseg.engine.run import run_evaluation
 
-        task = run_evaluation(args.weights, args.data, args.split, args.device)
+        task = run_evaluation(args.weights, args.data, args.split, args.device, tta=args.tta)
         if hasattr(task, "coco_inputs"):
             raise ValueError(f"{args.weights} is a detector: use detseg eval det")
         metrics = task.eval_end()

@@ -64,6 +64,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segmentation: random rescaling before the crop (default 0.5 2.0)",
     )
     p.add_argument(
+        "--vflip", type=float, default=0.0, metavar="P", help="segmentation: vertical flip probability"
+    )
+    p.add_argument(
+        "--rotate",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="segmentation: random rotation in [-DEG, DEG] degrees (new corners are ignored in the loss)",
+    )
+    p.add_argument(
+        "--elastic",
+        type=float,
+        default=0.0,
+        metavar="PIXELS",
+        help="segmentation: U-Net's elastic deformation, displacements of PIXELS std on a 3x3 grid (e.g. 10)",
+    )
+    p.add_argument(
+        "--zoom-out",
+        type=float,
+        default=4.0,
+        metavar="MAX",
+        help="detection: SSD's zoom-out augmentation up to MAX times (default 4; 1: none), for small objects",
+    )
+    p.add_argument(
         "--loss",
         choices=["ce", "dice", "ce+dice", "bce", "balanced-bce"],
         default="ce",
@@ -129,6 +153,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--tile", type=int, help="segmentation tile size (default: the training --img-size)")
     q.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     q.add_argument("--score-threshold", type=float, default=0.3, help="detection: boxes drawn and written")
+    q.add_argument(
+        "--tta",
+        choices=["hflip", "flips", "d4"],
+        help="segmentation: average over flipped (d4: also turned) views (docs/segmentation.md)",
+    )
     q.set_defaults(func=run_predict)
 
 
@@ -159,6 +188,10 @@ def run_train(args: argparse.Namespace) -> int:
             loss=args.loss,
             class_weights=args.class_weights,
             scale_range=tuple(args.scale_range),
+            vflip=args.vflip,
+            rotate=args.rotate,
+            elastic=args.elastic,
+            zoom_out=args.zoom_out,
             pretrained=args.pretrained,
             model_args=parse_model_args(args.model_arg),
             train_split=args.train_split,
@@ -214,6 +247,7 @@ def run_predict(args: argparse.Namespace) -> int:
         tile=args.tile,
         overlap=args.overlap,
         score_threshold=args.score_threshold,
+        tta=args.tta,
     )
     what = "masks" if summary["task"] == "segment" else f"{summary['detections']} detections"
     print(f"predicted {summary['images']} image(s): {what} in {args.out}", file=sys.stderr)

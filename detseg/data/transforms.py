@@ -88,6 +88,44 @@ class RandomScale(v2.Transform):
         return _resize(inpt, params["size"], self._call_kernel)
 
 
+class ElasticGrid(v2.Transform):
+    """U-Net's elastic deformation (Ronneberger et al. 2015): random displacements on a coarse
+    ``grid`` x ``grid`` lattice, ``std`` pixels each way, interpolated smoothly (bicubic) to every
+    pixel; images resampled bilinearly, masks by nearest neighbour, mirrored at the border.
+
+    The coarse lattice makes it cheap (one ``grid_sample``), unlike torchvision's ``ElasticTransform``
+    which blurs a full-size noise field per call."""
+
+    def __init__(self, std: float = 10.0, grid: int = 3) -> None:
+        super().__init__()
+        if std <= 0 or grid < 2:
+            raise ValueError(f"elastic deformation needs std > 0 and grid >= 2, got {std}, {grid}")
+        self.std, self.grid = float(std), int(grid)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = v2.query_size(flat_inputs)
+        coarse = torch.randn(1, 2, self.grid, self.grid) * self.std  # pixels (x, y)
+        flow = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        # grid_sample's coordinates: -1 and 1 are the centres of the border pixels (align_corners=True)
+        gx = (xs + flow[0]) * (2 / max(w - 1, 1)) - 1
+        gy = (ys + flow[1]) * (2 / max(h - 1, 1)) - 1
+        return {"grid": torch.stack([gx, gy], -1)[None]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        data = inpt.as_subclass(torch.Tensor)
+        mask = isinstance(inpt, tv_tensors.Mask)
+        x = data.reshape(-1, *data.shape[-2:])[None].float()
+        out = torch.nn.functional.grid_sample(x, params["grid"], mode="nearest" if mask else "bilinear",
+                                              padding_mode="reflection", align_corners=True)[0]
+        if not data.is_floating_point():
+            out = out.round_().clamp_(torch.iinfo(data.dtype).min, torch.iinfo(data.dtype).max)
+        return tv_tensors.wrap(out.reshape(data.shape).to(data.dtype), like=inpt)
+
+
 class DetectionPipeline:
     """Geometric and photometric v2 transforms, then box sanitising restricted to per-instance entries.
 
@@ -146,8 +184,10 @@ def detection_train_preset(
     """SSD's training augmentation (Liu et al. 2016): photometric distortion, zoom out (p=0.5),
     IoU-constrained random crop, horizontal flip, resize to ``size`` x ``size``, float in [0, 1]."""
     steps: list[Callable] = [PhotometricDistort(p=0.5)] if photometric else []
+    if zoom_out_range[1] > zoom_out_range[0]:  # (1, 1): no zoom out
+        zoom = v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=zoom_out_range, p=0.5)
+        steps.append(zoom)
     steps += [
-        v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=zoom_out_range, p=0.5),
         v2.RandomIoUCrop(),
         v2.RandomHorizontalFlip(p=hflip_prob),
         Resize(size),
@@ -166,16 +206,29 @@ def segmentation_train_preset(
     scale_range: tuple[float, float] = (0.5, 2.0),
     ignore_index: int = 255,
     hflip_prob: float = 0.5,
+    vflip_prob: float = 0.0,
+    rotate: float = 0.0,
+    elastic: float = 0.0,
 ) -> v2.Compose:
     """Random scale, horizontal flip, random crop to ``crop_size`` (padding the image with 0 and the
-    mask with ``ignore_index`` where it is smaller), float in [0, 1]."""
+    mask with ``ignore_index`` where it is smaller), float in [0, 1].
+
+    For images with no up or down (microscopy, aerial views): ``vflip_prob`` flips vertically and
+    ``rotate`` turns by an angle drawn from [-rotate, rotate] degrees before the crop (the corners it
+    brings in are 0 in the image and ``ignore_index`` in the mask, so they do not count). ``elastic``:
+    the displacement (pixels, standard deviation) of :class:`ElasticGrid`, U-Net's deformation of the
+    crop for microscopy (the paper: 10); 0 for none."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
-    return v2.Compose([
-        RandomScale(scale_range),
-        v2.RandomHorizontalFlip(p=hflip_prob),
-        v2.RandomCrop(_pair(crop_size), pad_if_needed=True, fill=fill),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    steps: list[Callable] = [RandomScale(scale_range), v2.RandomHorizontalFlip(p=hflip_prob)]
+    if vflip_prob > 0:
+        steps.append(v2.RandomVerticalFlip(p=vflip_prob))
+    if rotate > 0:
+        steps.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=fill))
+    steps.append(v2.RandomCrop(_pair(crop_size), pad_if_needed=True, fill=fill))
+    if elastic > 0:
+        steps.append(ElasticGrid(std=float(elastic)))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
 
 
 def segmentation_eval_preset(size: int | tuple[int, int] | None = None) -> v2.Compose:

@@ -128,14 +128,22 @@ def predict(
     tile: int | None = None,
     overlap: float = 0.25,
     score_threshold: float = 0.3,
+    tta: str | None = None,
 ) -> dict[str, Any]:
-    """Run a saved model on an image or a folder of images; returns a summary (files written, counts)."""
+    """Run a saved model on an image or a folder of images; returns a summary (files written, counts).
+    ``tta``: segmentation test-time augmentation, "hflip", "flips" or "d4" (:mod:`detseg.engine.tta`)."""
     model, meta = load_model(weights, device)
     images = _sources(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if meta.get("task") == "detect":
+        if tta:
+            raise ValueError("--tta is for segmentation models; a detector's boxes are not averaged")
         return predict_detection(model, meta, images, out, score_threshold)
+    if tta:
+        from detseg.engine.tta import TestTimeAugmentation
+
+        model = TestTimeAugmentation(model, tta)
     size = meta.get("img_size")
     return predict_segmentation(model, meta, images, out, tile or size, overlap)
 

@@ -26,6 +26,10 @@ def train(
     loss: str = "ce",
     class_weights: list[float] | None = None,
     scale_range: tuple[float, float] = (0.5, 2.0),
+    vflip: float = 0.0,
+    rotate: float = 0.0,
+    elastic: float = 0.0,
+    zoom_out: float = 4.0,
     pretrained: str | None = None,
     model_args: dict[str, Any] | None = None,
     train_split: str = "train",
@@ -71,6 +75,8 @@ def train(
     device = config.get("device", "auto")
     if device == "auto":
         device = config["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if zoom_out < 1:
+        raise ValueError(f"zoom_out must be >= 1 (1: no zoom out), got {zoom_out}")
     info = model_info(model)
     spec = load_spec(data)
     if resume == "auto":
@@ -104,13 +110,16 @@ def train(
         if spec.task == "segment":
             from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
 
-            train_tf = segmentation_train_preset(size, tuple(scale_range), ignore_index=spec.ignore_index)
+            train_tf = segmentation_train_preset(
+                size, tuple(scale_range), ignore_index=spec.ignore_index, vflip_prob=vflip, rotate=rotate,
+                elastic=elastic,
+            )
             val_tf, collate = segmentation_eval_preset(), collate_segmentation
         else:
             from detseg.data.transforms import detection_eval_preset, detection_train_preset
 
             train_tf, val_tf, collate = (
-                detection_train_preset(size),
+                detection_train_preset(size, zoom_out_range=(1.0, float(zoom_out))),
                 detection_eval_preset(size),
                 collate_detection,
             )
@@ -175,6 +184,10 @@ def train(
             "img_size": size if isinstance(size, int) else list(size),
             "loss": loss,
             "scale_range": list(scale_range),
+            "vflip": vflip,
+            "rotate": rotate,
+            "elastic": elastic,
+            "zoom_out": zoom_out,
             "model_args": model_args or {},
         }
         trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
@@ -212,6 +225,7 @@ def _transfer_settings(
     """The transfer settings of this run; resuming, those of the run it continues (a different explicit
     value is refused: the optimizer's groups, the frozen layers and the teacher must stay the same)."""
     from detseg.engine.checkpoint import load_checkpoint
+    from detseg.transfer.freeze import parse_freeze
 
     given = {
         "freeze": config.get("freeze"),
@@ -223,25 +237,26 @@ def _transfer_settings(
     }
     if resume is not None:
         state = load_checkpoint(resume)
-        saved_cfg, saved_tr = state.get("config", {}), state.get("meta", {}).get("transfer") or {}
-        saved = {
-            "freeze": saved_cfg.get("freeze"),
-            "lr_backbone": saved_cfg.get("lr_backbone"),
-            "extend_from": saved_tr.get("extend_from"),
-            "distill": saved_tr.get("distill"),
-            "temperature": saved_tr.get("temperature"),
-            "new_head": saved_tr.get("new_head"),
-        }
+        saved_cfg, saved_meta = state.get("config", {}), state.get("meta", {})
+        saved_tr = saved_meta.get("transfer") or {}
+        # Only what the checkpoint records (older checkpoints lack some): a recorded None is a value too,
+        # e.g. no --lr-backbone, whose optimizer has no backbone groups to load.
+        saved = {k: saved_cfg[k] for k in ("freeze", "lr_backbone") if k in saved_cfg}
+        if "transfer" in saved_meta:
+            saved.update({k: saved_tr.get(k) for k in ("extend_from", "distill", "temperature", "new_head")})
         for key, value in saved.items():
             if given[key] is None:
                 given[key] = value
-            elif value is not None and given[key] != value:
+            elif _differs(given[key], value, key):
                 raise ValueError(
                     f"--resume {resume}: the run was trained with {key}={value!r}, not {given[key]!r} "
                     "(leave it out to continue as it was)"
                 )
     config["freeze"] = given["freeze"] or "none"
+    parse_freeze(config["freeze"])  # a bad --freeze fails here, before any data is read
     config["lr_backbone"] = given["lr_backbone"]
+    if given["lr_backbone"] is not None and float(given["lr_backbone"]) < 0:
+        raise ValueError(f"--lr-backbone must be >= 0, got {given['lr_backbone']}")
     distill_weight = float(given["distill"] or 0.0)
     if distill_weight < 0:
         raise ValueError(f"--distill must be >= 0, got {distill_weight}")
@@ -253,6 +268,20 @@ def _transfer_settings(
         "temperature": float(given["temperature"] or 2.0),
         "new_head": bool(given["new_head"]),
     }
+
+
+def _differs(given: Any, saved: Any, key: str) -> bool:
+    """Whether an explicit setting disagrees with the resumed run's (freeze specs compared parsed;
+    ``new_head=False`` is the flag left out)."""
+    if key == "freeze":
+        from detseg.transfer.freeze import parse_freeze
+
+        return parse_freeze(given) != parse_freeze(saved)
+    if key == "new_head":
+        return bool(given) != bool(saved)
+    if key == "distill":
+        return float(given or 0.0) != float(saved or 0.0)
+    return given != saved
 
 
 def _source_checkpoint(
@@ -312,11 +341,14 @@ def _apply_source(
 
 def _build_source_model(model: str, source: dict[str, Any]) -> Any:
     """The source checkpoint's model (the old model for distillation), weights loaded, in eval mode."""
+    from detseg.models.backbones import WeightsDeferred
     from detseg.models.zoo import create_model
 
     kwargs = dict(source["meta"].get("model_kwargs", {}))
     if source["meta"].get("builder_pretrained"):
-        kwargs["pretrained"] = source["meta"]["builder_pretrained"]
+        # The architecture built for pre-trained weights (frozen BatchNorm, full tails), nothing loaded:
+        # the checkpoint holds every weight (and its pre-trained file need not be there any more).
+        kwargs["pretrained"] = WeightsDeferred()
     old = create_model(model, **kwargs)
     old.load_state_dict(source["state"])
     return old.eval()
@@ -352,10 +384,16 @@ def evaluate(
 
 
 def run_evaluation(
-    weights: str | Path, data: str | Path, split: str = "val", device: str = "cpu", batch_size: int = 1
+    weights: str | Path,
+    data: str | Path,
+    split: str = "val",
+    device: str = "cpu",
+    batch_size: int = 1,
+    tta: str | None = None,
 ):
     """Run a saved model over a split; returns the task holding what it saw (``eval_end()`` gives the
-    metrics; a detection task's ``coco_inputs()`` gives ground truth and results for full reports)."""
+    metrics; a detection task's ``coco_inputs()`` gives ground truth and results for full reports).
+    ``tta``: a segmenter's test-time augmentation, "hflip", "flips" or "d4" (:mod:`detseg.engine.tta`)."""
     import torch
 
     from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
@@ -372,6 +410,10 @@ def run_evaluation(
         from detseg.data.transforms import segmentation_eval_preset
 
         dataset = build_dataset(spec, split, segmentation_eval_preset())
+        if tta:
+            from detseg.engine.tta import TestTimeAugmentation
+
+            model = TestTimeAugmentation(model, tta)
         task: Any = SegmentationTask(
             len(dataset.classes),
             spec.ignore_index,
@@ -382,6 +424,8 @@ def run_evaluation(
     else:
         from detseg.data.transforms import detection_eval_preset
 
+        if tta:
+            raise ValueError("test-time augmentation (--tta) is for segmentation models")
         size = meta.get("img_size")
         dataset = build_dataset(
             spec, split, detection_eval_preset(tuple(size) if isinstance(size, list) else size)

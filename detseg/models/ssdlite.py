@@ -66,8 +66,12 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
 
 
 def _ssdlite(backbone: nn.Module, size: int, num_classes: int, kwargs: dict[str, Any]) -> SSDDetector:
-    # The paper's default boxes for SSDLite: ratios {1, 2, 3, 1/2, 1/3} on all six maps, scales 0.2..0.95.
-    anchor_generator = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    # The paper's default boxes for SSDLite: ratios {1, 2, 3, 1/2, 1/3} on all six maps, scales 0.2..0.95
+    # of the input side; ``min_scale``/``max_scale`` move them for data whose objects are smaller or larger.
+    low, high = float(kwargs.pop("min_scale", 0.2)), float(kwargs.pop("max_scale", 0.95))
+    if not 0 < low < high:
+        raise ValueError(f"SSDLite default boxes need 0 < min_scale < max_scale, got {low}, {high}")
+    anchor_generator = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=low, max_ratio=high)
     out_channels = det_utils.retrieve_out_channels(backbone, (size, size))
     head = SSDLiteHead(out_channels, anchor_generator.num_anchors_per_location(), num_classes + 1, NORM_LAYER)
     kwargs = {**SSDLITE_DEFAULTS, **kwargs}
@@ -88,7 +92,8 @@ def ssdlite320_mobilenet_v3_large(
     """SSDLite on MobileNetV3-Large (torchvision's recipe; reduced tail when trained from scratch).
 
     ``pretrained``: True loads torchvision's ImageNet MobileNetV3-Large from the torch.hub cache, a path
-    loads that file. ``size``: the square input side (320 in the paper).
+    loads that file. ``size``: the square input side (320 in the paper). ``min_scale``, ``max_scale``
+    (keyword arguments): the default boxes' smallest and largest scale, 0.2 and 0.95 of the side.
     """
     trainable = trainable_layers(trainable_backbone_layers, pretrained, 6, 6)
     # The reduced tail (Table 6 of the MobileNetV3 paper) does not fit ImageNet weights.

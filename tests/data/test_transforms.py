@@ -208,3 +208,55 @@ def test_segmentation_eval_preset_resizes_mask_with_nearest():
     assert out_image.shape == (3, 36, 48) and out_image.dtype == torch.float32
     assert set(out["semantic"].unique().tolist()) <= set(target["semantic"].unique().tolist())
     torch.testing.assert_close(out["semantic"].as_subclass(torch.Tensor), target["semantic"][1::2, 1::2])
+
+
+def test_segmentation_preset_vertical_flip_and_rotation_keep_image_and_mask_aligned():
+    image, target = sample(3)
+    semantic = target["semantic"]
+    flip = segmentation_train_preset((72, 96), scale_range=(1.0, 1.0), hflip_prob=0.0, vflip_prob=1.0)
+    out_image, out = flip(image, {"semantic": semantic})
+    assert torch.equal(out["semantic"], semantic.flip(-2))
+    torch.testing.assert_close(out_image.as_subclass(torch.Tensor), image.flip(-2).float() / 255)
+
+    coded = tv_tensors.Image((semantic * 40).to(torch.uint8).expand(3, -1, -1).clone())
+    turn = segmentation_train_preset((72, 96), scale_range=(1.0, 1.0), hflip_prob=0.0, rotate=40)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out_image, out = turn(coded, {"semantic": semantic})
+        mask = out["semantic"].as_subclass(torch.Tensor)
+        assert (mask == 255).any()  # the corners a turn brings in are ignored
+        assert (mask[0, 0] == 255) or (mask[0, -1] == 255) or (mask[-1, 0] == 255)
+        code = torch.round(out_image[0] * 255 / 40).long()
+        valid = mask != 255
+        assert (code[valid] == mask[valid]).float().mean() > 0.9  # turned together
+
+
+def test_detection_preset_zoom_out_can_be_switched_off():
+    def zooms(preset: DetectionPipeline) -> bool:
+        return any(isinstance(t, v2.RandomZoomOut) for t in preset.transforms.transforms)
+
+    assert zooms(detection_train_preset(64)) and not zooms(detection_train_preset(64, zoom_out_range=(1, 1)))
+    image, target = sample(4)
+    torch.manual_seed(0)
+    out_image, out = detection_train_preset(64, zoom_out_range=(1, 1), photometric=False)(image, target)
+    assert out_image.shape == (3, 64, 64) and len(out["boxes"]) > 0
+
+
+def test_elastic_grid_moves_image_and_mask_together_and_smoothly():
+    from detseg.data.transforms import ElasticGrid
+
+    _, target = sample(3)
+    semantic = target["semantic"]
+    coded = tv_tensors.Image((semantic * 40).to(torch.uint8).expand(3, -1, -1).clone())
+    torch.manual_seed(0)
+    out_image, out_mask = ElasticGrid(std=6.0)(coded, tv_tensors.Mask(semantic))
+    assert out_image.dtype == torch.uint8 and out_mask.shape == semantic.shape
+    assert not torch.equal(out_mask, tv_tensors.Mask(semantic))  # it did deform
+    code = torch.round(out_image[0].float() / 40).long()
+    assert (code == out_mask.long()).float().mean() > 0.97  # the same displacement for both
+    assert set(out_mask.unique().tolist()) <= set(semantic.unique().tolist())  # nearest: no new labels
+    # displacements of std 1e-4 px leave the image as it was (bilinear at integer positions)
+    same_image, same_mask = ElasticGrid(std=1e-4)(coded, tv_tensors.Mask(semantic))
+    assert torch.equal(same_mask, tv_tensors.Mask(semantic)) and torch.equal(same_image, coded)
+    with pytest.raises(ValueError, match="std > 0"):
+        ElasticGrid(std=0)

@@ -74,3 +74,14 @@ def test_ssdlite_refuses_a_training_batch_of_one_image_clearly():
     image, target = scene(0)
     with pytest.raises(ValueError, match="at least 2 images"):
         model([image], [target])
+
+
+def test_default_box_scales_can_be_moved_for_small_objects():
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+    model = ssdlite320_mobilenet_v3_large(num_classes=2, size=128, min_scale=0.1, max_scale=0.6)
+    reference = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.1, max_ratio=0.6)
+    assert model.anchor_generator.scales == pytest.approx(reference.scales)
+    assert model.anchor_generator.scales[0] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="min_scale < max_scale"):
+        ssdlite320_mobilenet_v3_large(num_classes=2, min_scale=0.5, max_scale=0.3)
