@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,10 +70,13 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
 
 
 def model_info(name: str) -> ModelInfo:
+    """The registry entry of ``name``; an unknown name raises ValueError naming the closest models."""
     _load_all()
     if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise ValueError(f"unknown model {name!r}; known models: {known}")
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}(`detseg zoo list` shows all {len(_REGISTRY)}: "
+                         f"{', '.join(sorted(_REGISTRY)) or 'none'})")
     return _REGISTRY[name]
 
 

@@ -4,6 +4,6 @@
   how it was obtained (command, date, machine, commit);
 - :mod:`detseg.zoo.measure`: parameters, GFLOPs and CPU milliseconds of a model, measured here;
 - :mod:`detseg.zoo.table`: the lecture's model-zoo table from the registry and the figures;
-- :mod:`detseg.zoo.build`: recipes that train a zoo entry's weights offline on generated data and cache
-  them in ``$DETSEG_HOME`` (default ``~/.cache/detseg``)/zoo.
+- :mod:`detseg.zoo.build`: recipes that train a zoo entry's weights offline (generated or local data)
+  and cache them in ``$DETSEG_HOME`` (default ``~/.cache/detseg``)/zoo.
 """

@@ -7,8 +7,11 @@ checkpoint written atomically, with ``NAME.json`` beside it holding its SHA-256 
 the validation accuracy is recorded in the figures file. Then ``create_model(NAME, pretrained="zoo")``
 (or ``detseg train --pretrained zoo:NAME``) loads it, checking the SHA-256.
 
-The same recipe and seed give the same weights on the same machine and thread count (the data is
-generated from the seed, and training seeds every generator).
+The same recipe and seed give the same weights, byte for byte (the same SHA-256), on the same machine,
+torch version and thread count: the data is generated from the seed, training seeds every generator,
+and the checkpoint names its data by the recipe, not by the temporary folder it was generated in. On a
+GPU (``--device cuda``) cuDNN's kernels may differ from run to run; the device (and the GPU's name) is
+recorded with the accuracy figure.
 """
 
 from __future__ import annotations
@@ -36,14 +39,20 @@ SHAPES_DATA: dict[str, Any] = dict(seed=0, image_size=128, num_train=200, num_va
 RECIPES: dict[str, dict[str, Any]] = {
     "unet": {
         "synth": SHAPES_DATA, "spec": "segment.yaml", "metric": "miou",
-        "data": "synthetic shapes val (detseg synth --seed 0, 50 images, 128 px)",
         "train": dict(epochs=10, img_size=128, batch_size=4, optimizer="sgd", lr=0.01, seed=0,
                       model_args={"width": 16}),
     },
     "ssdlite320_mobilenet_v3_large": {
         "synth": SHAPES_DATA, "spec": "detect.yaml", "metric": "AP50",
-        "data": "synthetic shapes val (detseg synth --seed 0, 50 images, 128 px)",
         "train": SSDLITE_SHAPES_TRAIN,
+    },
+    # Ants vs bees from scratch (offline there are no ImageNet weights); the settings of
+    # benchmarks/hymenoptera_transfer.py.
+    "resnet18_classifier": {
+        "task": "classify", "spec": "examples/hymenoptera.yaml", "metric": "accuracy",
+        "data": "hymenoptera val (153 images: 70 ants, 83 bees; examples/hymenoptera.yaml)",
+        "train": dict(epochs=15, img_size=112, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=0.05,
+                      schedule="cosine", seed=0),
     },
     "unet_resnet18": {
         "spec": "examples/camvid.yaml", "metric": "miou",
@@ -107,34 +116,42 @@ def build(
     recipe["train"].update(train_overrides or {})
     if synth_overrides:
         recipe["synth"] = {**recipe["synth"], **synth_overrides}
+    device = _resolve_device(recipe["train"].get("device", "auto"))  # before any work: cuda needs a GPU
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix=f"detseg-zoo-{name}-"))
     try:
         spec = _source_data(recipe, work / "data")
-        train_args = dict(recipe["train"])
+        train_args = {**recipe["train"], "device": device}
         train_args.setdefault("quiet", True)
         train_args.setdefault("plots", False)
-        summary = train(recipe.get("model", name), spec, work / "run", **train_args)
+        if recipe.get("task") == "classify":
+            summary = _train_classifier(recipe.get("model", name), spec, work / "run", train_args)
+        else:
+            summary = train(recipe.get("model", name), spec, work / "run", **train_args)
         best = load_checkpoint(work / "run" / "best.pt")
     finally:
         if out is None:
             shutil.rmtree(work, ignore_errors=True)
     metric = recipe["metric"]
     value = float(best.get("metrics", {}).get(metric, float("nan")))
-    meta = {**best.get("meta", {}), "zoo": name, "recipe": _plain(recipe)}
+    data = _data_description(recipe)
+    # The generated data lived in a temporary folder: name it by its recipe, so that the same recipe and
+    # seed give the same bytes (and SHA-256) wherever it is built.
+    meta = {**best.get("meta", {}), "data": recipe.get("spec") if "synth" not in recipe else data,
+            "zoo": name, "recipe": _plain(recipe)}
     path = save_checkpoint({"model": best["model"], "meta": meta, "metrics": best.get("metrics", {})},
                            zoo_home() / f"{name}.pt")
     sha256 = file_sha256(path)
-    how = how_obtained(f"detseg zoo build {name}" + "".join(
-        f" --{k} {v}" for k, v in (train_overrides or {}).items()))
+    how = how_obtained(_command(name, train_overrides, synth_overrides), device=device)
     record_file = path.with_suffix(".json")
     record_file.write_text(json.dumps({"sha256": sha256, "meta": _plain(meta), "how": how}, indent=1) + "\n")
     if record:
         record_figures(name, {
-            "accuracy": {"value": round(value, 4), "metric": metric, "data": recipe["data"], "how": how},
+            "accuracy": {"value": round(value, 4), "metric": metric, "data": data,
+                         "img_size": recipe["train"].get("img_size"), "how": how},
             "weights": {"file": path.name, "sha256": sha256, "how": how},
         }, figures)
-    return {"path": path, "sha256": sha256, "metric": metric, "value": value, "data": recipe["data"],
-            "summary": summary}
+    return {"path": path, "sha256": sha256, "metric": metric, "value": value, "data": data,
+            "device": device, "summary": summary}
 
 
 def _source_data(recipe: dict[str, Any], folder: Path) -> Path:
@@ -148,6 +165,65 @@ def _source_data(recipe: dict[str, Any], folder: Path) -> Path:
     if not spec.is_file():
         raise ValueError(f"zoo recipe data spec not found: {spec}")
     return spec
+
+
+def _train_classifier(model: str, spec: Path, out: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """Train a ``task: classify`` recipe (``detseg train`` has no classification path): the data and
+    presets of :func:`detseg.engine.classify.build_classification`, and the checkpoint's meta as
+    :func:`detseg.engine.run.train` writes it, so that ``create_model(NAME, pretrained="zoo")`` rebuilds
+    the model as trained."""
+    import torch
+
+    from detseg.engine.classify import build_classification
+    from detseg.engine.trainer import TrainConfig, Trainer
+    from detseg.models.zoo import create_model
+
+    args = dict(args)
+    img_size, model_args = args.pop("img_size", None), args.pop("model_args", None) or {}
+    train_set, val_set, task, collate, kwargs = build_classification(spec, img_size=img_size)
+    kwargs.update(model_args)
+    torch.manual_seed(int(args.get("seed", 0)))
+    net = create_model(model, **kwargs)
+    meta = {"task": "classify", "model": model, "model_kwargs": kwargs, "classes": list(train_set.classes),
+            "img_size": int(img_size or 224), "data": str(spec)}
+    trainer = Trainer(net, task, train_set, val_set, TrainConfig(out=str(out), **args), collate_fn=collate,
+                      meta=meta)
+    return trainer.fit()
+
+
+def _resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is there, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here (torch {torch.__version__})")
+    return str(device)
+
+
+def _data_description(recipe: dict[str, Any]) -> str:
+    """What the accuracy is measured on: generated data described by its actual arguments."""
+    if "synth" not in recipe:
+        return recipe["data"]
+    synth = recipe["synth"]
+    size = synth.get("image_size", 128)
+    size = size if isinstance(size, int) else "x".join(str(v) for v in size)
+    return (f"synthetic shapes val (detseg synth --seed {synth.get('seed', 0)}, "
+            f"{synth.get('num_val', 50)} images, {size} px)")
+
+
+def _command(name: str, train_overrides: dict[str, Any] | None,
+             synth_overrides: dict[str, Any] | None) -> str:
+    """The command line that builds the same weights (API-only overrides spelled out after it)."""
+    cli = {"epochs", "seed", "device"}
+    train_overrides = train_overrides or {}
+    command = f"detseg zoo build {name}" + "".join(
+        f" --{k} {v}" for k, v in train_overrides.items() if k in cli)
+    api = {k: v for k, v in train_overrides.items() if k not in cli}
+    if api or synth_overrides:
+        command += f" (through the API: train_overrides={api}, synth_overrides={synth_overrides or {}})"
+    return command
 
 
 def _plain(value: Any) -> Any:

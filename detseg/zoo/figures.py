@@ -77,25 +77,32 @@ def git_commit() -> str:
     return sha + ("+dirty" if dirty else "")
 
 
-def machine() -> dict[str, Any]:
-    """The machine a figure was measured on."""
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """The machine a figure was measured on: platform, CPU, torch, the ``device`` the work ran on (with
+    the GPU's name for ``cuda``) and the 1-minute load average (other jobs slow CPU timings down)."""
     import torch
 
-    return {
+    info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "device": str(device),
     }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    if hasattr(os, "getloadavg"):
+        info["load_avg_1min"] = round(os.getloadavg()[0], 2)
+    return info
 
 
-def how_obtained(command: str, note: str = "") -> dict[str, Any]:
-    """The provenance record of a figure measured now by ``command``."""
+def how_obtained(command: str, note: str = "", device: str = "cpu") -> dict[str, Any]:
+    """The provenance record of a figure measured now by ``command`` on ``device``."""
     how = {
         "command": command,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(device),
         "commit": git_commit(),
     }
     if note:

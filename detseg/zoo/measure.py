@@ -7,7 +7,9 @@
   ``_ops`` 4.09 counts multiply-adds);
 - CPU ms: the median of ``repeats`` timed forward passes after ``warmup`` untimed ones, batch 1,
   ``torch.inference_mode``, eval mode, ``threads`` CPU threads, detectors including their
-  post-processing (NMS).
+  post-processing (NMS): wall-clock milliseconds, and beside them the process's CPU time over the same
+  passes. On a machine shared with other jobs the wall clock also counts the time others held the
+  cores; with one thread the CPU time is close to what the pass takes on a quiet machine.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def count_flops(model: nn.Module, inputs: Any) -> int:
 
 
 def time_forward(model: nn.Module, inputs: Any, repeats: int = 10, warmup: int = 2,
-                 threads: int | None = None) -> float:
-    """Median milliseconds of ``repeats`` forward passes after ``warmup`` (eval, inference mode)."""
+                 threads: int | None = None) -> tuple[float, float]:
+    """``(wall, cpu)``: median wall-clock and median process CPU milliseconds of ``repeats`` forward
+    passes after ``warmup`` (eval, inference mode)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     model.eval()
@@ -51,16 +54,17 @@ def time_forward(model: nn.Module, inputs: Any, repeats: int = 10, warmup: int =
     if threads:
         torch.set_num_threads(threads)
     try:
-        times = []
+        wall, cpu = [], []
         with torch.inference_mode():
             for i in range(warmup + repeats):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 model(inputs)
                 if i >= warmup:
-                    times.append((time.perf_counter() - start) * 1000)
+                    wall.append((time.perf_counter() - start) * 1000)
+                    cpu.append((time.process_time() - start_cpu) * 1000)
     finally:
         torch.set_num_threads(old_threads)
-    return statistics.median(times)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def bench_model(name: str, repeats: int = 10, warmup: int = 2, threads: int | None = None,
@@ -79,7 +83,7 @@ def bench_model(name: str, repeats: int = 10, warmup: int = 2, threads: int | No
         "input_size": list(info.input_size),
     }
     if timing:
-        out["cpu_ms"] = time_forward(model, inputs, repeats, warmup, threads)
+        out["cpu_ms"], out["cpu_time_ms"] = time_forward(model, inputs, repeats, warmup, threads)
         out["threads"] = threads or torch.get_num_threads()
         out["repeats"] = repeats
         out["warmup"] = warmup

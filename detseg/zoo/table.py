@@ -1,13 +1,17 @@
 """The lecture's model-zoo table (TF2 Detection Model Zoo's shape: model, speed, accuracy, outputs),
-from the registry and the figures file; every figure is one measured here, or "-" with a footnote."""
+from the registry and the figures file; every figure is one measured here, or "-" with a footnote that
+says how to measure it, and footnotes say how the figures shown were obtained."""
 
 from __future__ import annotations
 
 from typing import Any
 
 OUTPUTS = {"detect": "boxes", "segment": "masks", "classify": "label"}
-COLUMNS = ("name", "task", "backbone", "input", "params (M)", "GFLOPs", "CPU ms", "accuracy", "measured on",
-           "outputs")
+COLUMNS = ("name", "task", "backbone", "input", "params (M)", "GFLOPs", "CPU ms", "CPU-time ms", "accuracy",
+           "measured on", "outputs")
+#: How to get an accuracy figure for a classification entry (no zoo recipe yet).
+CLASSIFY_ACCURACY = ("python benchmarks/hymenoptera_transfer.py --model NAME (ants vs bees; prints the "
+                     "validation accuracy, does not record it here)")
 
 
 def zoo_rows(task: str | None = None, figures: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -33,16 +37,67 @@ def zoo_rows(task: str | None = None, figures: dict[str, Any] | None = None) -> 
     return rows
 
 
-def _value(figures: dict[str, Any], key: str, fmt: str) -> str:
+def _value(figures: dict[str, Any], key: str, fmt: str, field: str = "value") -> str:
     entry = figures.get(key)
-    return "-" if not entry or entry.get("value") is None else format(entry["value"], fmt)
+    return "-" if not entry or entry.get(field) is None else format(entry[field], fmt)
+
+
+def _machine(how: dict[str, Any]) -> str:
+    m = how.get("machine", {})
+    device = m.get("device_name") or m.get("device") or "cpu"
+    return (f"{m.get('processor', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}, "
+            f"{device}")
+
+
+def _bench_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One note per machine and note the speed figures were measured under: dates, threads, load."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        entry = row["figures"].get("cpu_ms")
+        if not entry:
+            continue
+        how = entry.get("how", {})
+        g = groups.setdefault((_machine(how), how.get("note", "")),
+                              {"dates": [], "threads": set(), "repeats": set(), "loads": [], "n": 0})
+        g["n"] += 1
+        g["dates"].append(how.get("date", "?")[:10])
+        g["threads"].add(entry.get("threads", "?"))
+        g["repeats"].add(entry.get("repeats", "?"))
+        load = how.get("machine", {}).get("load_avg_1min")
+        if load is not None:
+            g["loads"].append(load)
+    notes = []
+    for (machine, note), g in sorted(groups.items()):
+        text = (f"params/GFLOPs/CPU ms of {g['n']} models: `detseg zoo bench NAME --write` on {machine}, "
+                f"{'/'.join(map(str, sorted(g['threads'], key=str)))} thread(s), median of "
+                f"{'/'.join(map(str, sorted(g['repeats'], key=str)))} pass(es), "
+                f"{min(g['dates'])}..{max(g['dates'])}")
+        if g["loads"]:
+            text += f", 1-min load average {min(g['loads']):.1f}-{max(g['loads']):.1f}"
+        notes.append(text + (f"; {note}" if note else "") + ".")
+    return notes
+
+
+def _accuracy_note(name: str, acc: dict[str, Any]) -> str:
+    how = acc.get("how", {})
+    threads = how.get("machine", {}).get("torch_threads")
+    return (f"{name} accuracy: `{how.get('command', '?')}` on {_machine(how)}"
+            + (f", {threads} thread(s)" if threads else "")
+            + f", {how.get('date', '?')[:10]}, commit {how.get('commit', '?')[:12] or '?'}.")
+
+
+def _measured_on(acc: dict[str, Any]) -> str:
+    """The accuracy's data, with the input size it was trained and evaluated at when recorded."""
+    if not acc:
+        return "-"
+    return acc.get("data", "?") + (f", at {acc['img_size']} px" if acc.get("img_size") else "")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as an aligned text table with footnotes on missing figures and on how ms were measured."""
+    """The rows as an aligned text table with footnotes: how the figures shown were obtained, and how to
+    get the missing ones."""
     lines = []
-    missing_bench, missing_acc, recipes = [], [], []
-    machines = set()
+    missing_bench, recipes, classify, others, acc_notes = [], [], [], [], []
     for row in rows:
         f = row["figures"]
         params = f.get("params", {}).get("value")
@@ -50,35 +105,41 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         accuracy = "-" if acc.get("value") is None else f"{acc.get('metric', '')} {acc['value']:.3f}".strip()
         if "cpu_ms" not in f or "gflops" not in f or "params" not in f:
             missing_bench.append(row["name"])
-        if not acc:
-            (recipes if row["recipe"] else missing_acc).append(row["name"])
-        if "cpu_ms" in f:
-            how = f["cpu_ms"].get("how", {})
-            m = how.get("machine", {})
-            machines.add(f"{m.get('processor', '?')}, {m.get('cpu_count', '?')} cores, "
-                         f"{f['cpu_ms'].get('threads', '?')} thread(s), torch {m.get('torch', '?')}"
-                         + (f"; {how['note']}" if how.get("note") else ""))
+        if acc:
+            acc_notes.append(_accuracy_note(row["name"], acc))
+        elif row["recipe"]:
+            recipes.append(row["name"])
+        elif row["task"] == "classify":
+            classify.append(row["name"])
+        else:
+            others.append(row["name"])
         c, h, w = row["input_size"]
         lines.append((
             row["name"], row["task"], row["backbone"], f"{h}x{w}",
             "-" if params is None else f"{params / 1e6:.1f}",
-            _value(f, "gflops", ".1f"), _value(f, "cpu_ms", ".0f"), accuracy,
-            acc.get("data", "-") if acc else "-", row["outputs"],
+            _value(f, "gflops", ".1f"), _value(f, "cpu_ms", ".0f"), _value(f, "cpu_ms", ".0f", "cpu_time_ms"),
+            accuracy, _measured_on(acc), row["outputs"],
         ))
     widths = [max(len(str(x)) for x in col) for col in zip(COLUMNS, *lines, strict=True)]
     text = [" | ".join(str(x).ljust(wd) for x, wd in zip(r, widths, strict=True)).rstrip()
             for r in [COLUMNS, *lines]]
     text.insert(1, "-+-".join("-" * wd for wd in widths))
     notes = ["GFLOPs: torch.utils.flop_counter at the input size, batch 1 (a multiply-add = 2 FLOPs). "
-             "CPU ms: median forward pass, batch 1, inference mode, random weights, detectors with NMS."]
-    for machine in sorted(machines):
-        notes.append(f"CPU ms measured on: {machine}.")
+             "CPU ms: median wall-clock forward pass, batch 1, inference mode, random weights, detectors "
+             "with NMS; CPU-time ms: the process's CPU time over the same passes (on a shared machine the "
+             "wall clock also counts time other jobs held the cores)."]
+    notes += _bench_notes(rows)
+    notes += acc_notes
     if missing_bench:
         notes.append(f"'-' in params/GFLOPs/CPU ms: not measured yet; run `detseg zoo bench "
                      f"{' '.join(missing_bench[:3])}{' ...' if len(missing_bench) > 3 else ''} --write`.")
     if recipes:
-        notes.append(f"'-' accuracy with a recipe: run `detseg zoo build NAME` ({', '.join(recipes)}).")
-    if missing_acc:
-        notes.append("'-' accuracy without a recipe: no detseg-trained weights yet; train with `detseg train`"
-                     " and measure with `detseg eval`.")
+        notes.append("'-' accuracy, zoo recipe exists: run `detseg zoo build NAME` (add `--device cuda` on a "
+                     f"GPU); it trains, caches the weights and records the accuracy: {', '.join(recipes)}.")
+    if classify:
+        notes.append(f"'-' accuracy, classifiers ({', '.join(classify)}): "
+                     f"{CLASSIFY_ACCURACY}.")
+    if others:
+        notes.append("'-' accuracy, no zoo recipe: no detseg-trained weights yet; train with `detseg train "
+                     f"--model NAME` and measure with `detseg eval` ({', '.join(others)}).")
     return "\n".join(text + [""] + [f"* {n}" for n in notes])
