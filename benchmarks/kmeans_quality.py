@@ -3,10 +3,11 @@
     python benchmarks/kmeans_quality.py [--images 5] [--seeds 5] [--repeat 10] [--threads N]
 
 Images: CamVid frames resized to 1024 x 1024 (RGB). detseg fits weighted k-means on a 6-bit colour
-histogram of every pixel and assigns every pixel; the reference is ``cv2.kmeans`` on all 1 048 576 pixels (k-means++, 3 attempts, the best
-kept; scikit-learn's KMeans too when it is installed). MSE = mean over pixels of the squared RGB
-distance to the pixel's centroid. Targets: under 100 ms, MSE within 2 % of the full fit. Times: wall
-(min and median) and CPU time (median; on a shared machine wall time also counts other processes).
+histogram of every pixel and assigns every pixel; the reference is ``cv2.kmeans`` on all 1 048 576
+pixels (k-means++, 3 attempts, the best kept; scikit-learn's KMeans too when it is installed).
+MSE = mean over pixels of the squared RGB distance to the pixel's centroid. Targets: under 100 ms,
+MSE within 2 % of the full fit. Times: wall (min and median) and CPU time (median; on a shared
+machine wall time also counts other processes).
 Run with OPENBLAS_NUM_THREADS=1 for one-core figures.
 """
 

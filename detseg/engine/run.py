@@ -101,13 +101,18 @@ def train(
             f"model {model!r} is a {info.task} model but {data} is a {spec.task} data set; "
             f"choose a {spec.task} model (detseg models list)"
         )
-    if spec.task == "segment":
+    if spec.task in ("segment", "classify"):
         size: Any = int(img_size or info.input_size[-1])
     else:  # the model's (H, W) unless given
         size = int(img_size) if img_size else tuple(int(v) for v in info.input_size[1:])
     dist_info = distributed.init_distributed(device)
     try:
-        if spec.task == "segment":
+        if spec.task == "classify":
+            from detseg.engine.classify import build_classification
+
+            built = build_classification(spec, train_split, val_split, size)
+            train_set, val_set, class_task, collate, _ = built
+        elif spec.task == "segment":
             from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
 
             train_tf = segmentation_train_preset(
@@ -123,9 +128,10 @@ def train(
                 detection_eval_preset(size),
                 collate_detection,
             )
-        train_set = build_dataset(spec, train_split, train_tf)
-        val_set = None
-        if val_split and val_split != "none":
+        if spec.task != "classify":
+            train_set = build_dataset(spec, train_split, train_tf)
+            val_set = None
+        if spec.task != "classify" and val_split and val_split != "none":
             if val_split in spec.splits:
                 val_set = build_dataset(spec, val_split, val_tf)
             elif dist_info.is_main:
@@ -135,7 +141,9 @@ def train(
                     file=sys.stderr,
                 )
         classes = list(train_set.classes)
-        if spec.task == "segment":
+        if spec.task == "classify":
+            task, kwargs = class_task, {"num_classes": len(classes)}
+        elif spec.task == "segment":
             task = SegmentationTask(len(classes), spec.ignore_index, loss, class_weights, classes)
             kwargs = {"num_classes": task.out_channels, "in_channels": spec.channels}
         else:
@@ -156,7 +164,7 @@ def train(
         net = create_model(model, **kwargs)
         transfer = _apply_source(net, model, kwargs, source, classes, extend_from, new_head)
         transfer.update(distill=distill, temperature=temperature, new_head=new_head)
-        if source is not None and dist_info.is_main and not config.get("quiet"):
+        if transfer.get("summary") and dist_info.is_main and not config.get("quiet"):
             print(f"detseg train: {transfer['summary']}", file=sys.stderr)
         if distill:
             from detseg.transfer.lwf import LwFTask
@@ -290,6 +298,11 @@ def _source_checkpoint(
     """The detseg checkpoint to start from: ``extend_from``, or ``pretrained`` when it is one."""
     from detseg.engine.checkpoint import load_checkpoint
 
+    if extend_from and pretrained:
+        raise ValueError(
+            f"--extend-from {extend_from} and --pretrained {pretrained}: give one (the extended model starts "
+            "from the checkpoint's weights, pre-trained ones included)"
+        )
     path = extend_from
     if path is None and isinstance(pretrained, (str, Path)) and Path(pretrained).exists():
         try:
@@ -302,6 +315,10 @@ def _source_checkpoint(
     else:
         loaded = load_checkpoint(path)
     meta = loaded.get("meta", {})
+    if not extend_from and meta.get("model") not in (None, model):
+        # Another model's checkpoint (a detseg classifier for a segmenter's encoder...): the builder loads
+        # what fits with torchvision's key names and reports it.
+        return None
     if meta.get("model") not in (None, model):
         raise ValueError(f"{path}: the checkpoint is a {meta['model']!r} model, not {model!r}")
     if meta.get("task") not in (None, task):
@@ -322,6 +339,9 @@ def _apply_source(
     from detseg.transfer.heads import class_keys, extend_head, load_replacing_head
 
     if source is None:
+        loaded = getattr(net, "pretrained_report", None)  # what the builder's pre-trained weights gave
+        if loaded is not None and getattr(loaded, "loaded", None):
+            return {"action": "pre-trained backbone", "source": loaded.source, "summary": loaded.summary()}
         if new_head:
             return {"summary": "new head: the builder's freshly initialised one"}
         return {}

@@ -7,7 +7,8 @@
 classification network (SSD's VGG, SSDLite's MobileNet, R-FCN's ResNet body and conv5, the ``body`` of
 Faster R-CNN's and RetinaNet's FPN backbones). Necks (FPN, SSD's extra layers, R-FCN's 1x1 reduction)
 and heads are not. A stage is a run of blocks at one resolution: a new stage starts at every block that
-downsamples (U-Net: one level per stage; ResNet: stem, layer1..layer4; VGG's fc6/fc7: one more stage).
+downsamples (U-Net: one level per stage; ResNet: stem, layer1..layer4; VGG's fc6/fc7 and a
+MobileNetV3 classifier's pre-logit layer: one more stage).
 
 A frozen module gets ``requires_grad=False`` and stays in eval mode whatever ``model.train()`` says,
 so its BatchNorm layers use and keep their running statistics (and its dropout is off): the features
@@ -107,6 +108,9 @@ def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
             stages = _chain_stages(list(encoder.features))
             if getattr(encoder, "fc_channels", None):  # VGG's fc6/fc7 as convolutions (FCN, DeconvNet)
                 stages.append([encoder.fc6, encoder.fc7])
+            tail = getattr(encoder, "classifier", None)  # MobileNetV3's pre-logit layer (classifiers)
+            if isinstance(tail, nn.Module) and any(True for _ in tail.parameters()):
+                stages.append([tail])
             return stages
         return [[encoder]]
     backbone = getattr(model, "backbone", None)

@@ -8,8 +8,9 @@ towards the old model's with a distillation loss at temperature T:
     sigmoid heads:  L_d = T^2 * mean BCE( sigmoid(z_new[:, :K_old] / T), target = sigmoid(z_old / T) )
 
 ``loss = task loss + weight * L_d``. Which outputs are compared depends on the model: a segmenter's
-logits per pixel; SSD/SSDLite's and RetinaNet's per-anchor class logits; R-FCN's and Faster R-CNN's
-RoI class logits, the old head being run on the new model's proposals (so both score the same RoIs).
+logits per pixel; a classifier's logits per image; SSD/SSDLite's and RetinaNet's per-anchor class
+logits; R-FCN's and Faster R-CNN's RoI class logits, the old head being run on the new model's
+proposals (so both score the same RoIs).
 The new model's outputs are taken by forward hooks during its ordinary training forward pass.
 """
 
@@ -30,7 +31,8 @@ def distillation_loss(
     ``softmax``: T^2 KL(p_old || p_new) averaged over rows, with p = softmax(z / T); its gradient with
     respect to the new logits is ``T * (p_new - p_old) / N``. ``sigmoid``: T^2 BCE of sigmoid(z_new / T)
     against sigmoid(z_old / T), averaged over all N * K_old entries; gradient ``T * (q_new - q_old) /
-    (N K_old)``.
+    (N K_old)``. (Both gradients vanish when the logits agree; the sigmoid form's value is then the
+    teacher's entropy, not 0.)
     """
     if new_logits.shape != old_logits.shape:
         raise ValueError(
@@ -87,6 +89,7 @@ class LwFTask:
     def __init__(
         self, task: Any, model: nn.Module, old_model: nn.Module, weight: float = 1.0, temperature: float = 2.0
     ) -> None:
+        from detseg.models.classifier import ImageClassifier
         from detseg.models.rfcn import RFCN
         from detseg.models.ssd import SSDDetector
         from detseg.models.torchvision_detectors import FasterRCNNDetector, RetinaNetDetector
@@ -97,8 +100,8 @@ class LwFTask:
         for p in self.old_model.parameters():
             p.requires_grad_(False)
         self.name, self.main_metric = task.name, task.main_metric
-        if isinstance(model, Segmenter) or task.name == "segment":
-            self.family, names, outs = "segment", [""], {""}
+        if isinstance(model, (Segmenter, ImageClassifier)) or task.name in ("segment", "classify"):
+            self.family, names, outs = "segment", [""], {""}  # the model's output: logits, classes in dim 1
         elif isinstance(model, (SSDDetector, RetinaNetDetector)):
             self.family, names, outs = "dense", ["backbone", "head"], {"head"}
         elif isinstance(model, RFCN):
@@ -118,6 +121,8 @@ class LwFTask:
         return self.task.out_channels
 
     def __getattr__(self, name: str) -> Any:  # eval_begin, eval_step, eval_end, coco_inputs, ...
+        if name == "task":  # not set yet (copy, pickle): no endless recursion
+            raise AttributeError(name)
         return getattr(self.task, name)
 
     def _old_and_new(self) -> tuple[Tensor, Tensor]:

@@ -114,3 +114,23 @@ def test_entry_point_on_hymenoptera(shared_data):
     assert no_val is None
     dataset, eval_task, _ = evaluation_set(str(EXAMPLE), "val", ["ants", "bees"], 64)
     assert len(dataset) == 153 and eval_task.num_classes == 2
+
+
+def test_detseg_train_trains_a_classifier_from_a_spec(tmp_path):
+    from detseg.cli import main
+    from detseg.engine.checkpoint import load_checkpoint
+
+    _write_stripes(tmp_path / "data", {"train": 24, "val": 10})
+    (tmp_path / "spec.yaml").write_text("task: classify\nroot: data\ntrain: train\nval: {images: val}\n")
+    out = tmp_path / "run"
+    code = main([
+        "train", "--model", "resnet18_classifier", "--data", str(tmp_path / "spec.yaml"), "--out", str(out),
+        "--epochs", "6", "--img-size", "32", "--batch-size", "8", "--optimizer", "adamw", "--lr", "1e-3",
+        "--schedule", "cosine", "--quiet",
+    ])
+    assert code == 0
+    state = load_checkpoint(out / "best.pt")
+    assert state["meta"]["task"] == "classify" and state["meta"]["classes"] == ["horizontal", "vertical"]
+    rows = (out / "log.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    assert float(last[header.index("val_accuracy")]) >= 0.9

@@ -1,0 +1,106 @@
+"""``detseg transfer-study``: the lecture's transfer-learning comparison (detseg.transfer.study.run_study)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")  # detseg.transfer.study.MODES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "transfer-study",
+        help="compare as-is, feature extraction, fine-tuning and from scratch on two domains",
+        description=(
+            "Train a source model on SOURCE (or take --source-weights), then on TARGET: the source model as "
+            "it is, feature extraction (frozen backbone, new head), fine-tuning (all layers) and training "
+            "from scratch, each scored on both domains; with --add-class, adding a class with LwF against "
+            "naive fine-tuning and joint training. Writes OUT/report.md, report.json, report.png and one "
+            "folder per run under OUT/runs (finished runs are skipped when the command is run again)."
+        ),
+    )
+    p.add_argument("--source", required=True, metavar="SPEC", help="source domain's dataset spec")
+    p.add_argument("--target", required=True, metavar="SPEC", help="target domain's dataset spec")
+    p.add_argument("--model", required=True, metavar="NAME", help="a detection or segmentation zoo model")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="study folder (runs, report)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of every run on the target (default 10)")
+    p.add_argument("--source-epochs", type=int, help="epochs of the source model (default: --epochs)")
+    p.add_argument("--img-size", type=int, help="training input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, help="learning rate of every run (default: 0.01 sgd, 0.001 adamw)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument for every run, e.g. width=16 (repeatable)",
+    )
+    p.add_argument("--pretrained", help="builder weights the source model starts from (name or file)")
+    p.add_argument("--source-weights", metavar="CKPT", help="a trained detseg checkpoint as the source model")
+    p.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="which target runs (default: all)"
+    )
+    p.add_argument(
+        "--add-class",
+        metavar="SPEC",
+        help="spec with the source classes plus new ones, all labelled: runs LwF vs naive vs joint",
+    )
+    p.add_argument(
+        "--new-class-data",
+        metavar="SPEC",
+        help="the new classes' training data (default: --add-class's train split, old labels dropped)",
+    )
+    p.add_argument("--distill", type=float, default=1.0, help="LwF distillation weight (default 1)")
+    p.add_argument("--source-split", help="source split scored (default val, else test)")
+    p.add_argument("--target-split", help="target split scored (default val, else test)")
+    p.add_argument("--verbose", action="store_true", help="show every run's epochs")
+    p.set_defaults(func=run_transfer_study)
+
+
+def run_transfer_study(args: argparse.Namespace) -> int:
+    from detseg.cli.train import parse_model_args
+    from detseg.engine.trainer import NonFiniteLossError
+    from detseg.transfer.study import run_study
+
+    try:
+        report = run_study(
+            args.source,
+            args.target,
+            args.model,
+            args.out,
+            epochs=args.epochs,
+            source_epochs=args.source_epochs,
+            img_size=args.img_size,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            seed=args.seed,
+            workers=args.workers,
+            device=args.device,
+            model_args=parse_model_args(args.model_arg),
+            pretrained=args.pretrained,
+            source_weights=args.source_weights,
+            modes=args.modes,
+            add_class=args.add_class,
+            new_class_data=args.new_class_data,
+            distill=args.distill,
+            source_split=args.source_split,
+            target_split=args.target_split,
+            quiet=not args.verbose,
+        )
+    except NonFiniteLossError as exc:
+        print(
+            f"detseg transfer-study: stopped: {exc} (try a lower --lr; finished runs are kept)",
+            file=sys.stderr,
+        )
+        return 1
+    print((Path(args.out) / "report.md").read_text(encoding="utf-8"), end="")
+    held = sum(c["status"] == "held" for c in report["claims"])
+    print(f"{held} of {len(report['claims'])} claims held; report in {args.out}")
+    return 0

@@ -1,0 +1,573 @@
+"""The lecture's transfer-learning comparison as one call (what ``detseg transfer-study`` does).
+
+    from detseg.transfer.study import run_study
+    report = run_study("src/detect.yaml", "tgt/detect.yaml", "ssdlite320_mobilenet_v3_large", "runs/study",
+                       epochs=20, img_size=192, add_class="joint/detect.yaml")
+
+1. A source model: trained on SOURCE (or ``source_weights``, a detseg checkpoint, taken as it is).
+2. On TARGET, each evaluated on both domains' validation splits (the source model gives "before"):
+
+   ==================  ===================================================================
+   as_is               the source model, no training (only when the classes are the same)
+   feature_extraction  source weights, backbone frozen (BatchNorm too), new head, trained on TARGET
+   fine_tuning         source weights, all layers trained on TARGET (head kept when the classes agree)
+   scratch             random initialisation, trained on TARGET for the same epochs
+   ==================  ===================================================================
+
+3. Adding a class (``add_class``: a spec whose classes are the source's plus new ones, all labelled):
+   ``lwf`` extends the head and trains on the new-class data with Learning-without-Forgetting
+   distillation; ``naive`` extends the head and fine-tunes on the new-class data alone; ``joint`` extends
+   the head and trains on every class's labels. Reported: the old classes' metric kept (% of the source
+   model's) and the new class's metric as % of joint training's.
+
+Metric: AP50 (detection, COCO's 101-point AP at IoU 0.5) or mIoU (segmentation), on each domain's
+validation split, of each run's ``last.pt`` (the same training budget for every run; no model picked
+on the data it is scored on). Every run has its folder under ``OUT/runs/``; a run whose ``result.json``
+exists is skipped, and one stopped half-way resumes from its ``last.pt``, so a crashed study re-runs
+with the same command. The report is :mod:`detseg.transfer.report`'s (report.md, report.json, report.png).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")
+ADD_CLASS_MODES = ("lwf", "naive", "joint")
+METRIC_NAMES = {"detect": "AP50", "segment": "mIoU"}
+MODE_LABELS = {
+    "as_is": "pre-trained as is",
+    "feature_extraction": "feature extraction (frozen backbone, new head)",
+    "fine_tuning": "fine-tuning (all layers)",
+    "scratch": "from scratch",
+    "lwf": "extended head + LwF distillation",
+    "naive": "extended head, fine-tuned on the new class alone",
+    "joint": "extended head, joint training (all classes labelled)",
+}
+#: Training settings every run shares (run_study's arguments of the same names).
+_COMMON = ("epochs", "img_size", "batch_size", "lr", "optimizer", "seed", "workers", "model_args")
+
+
+def run_study(
+    source: str | Path,
+    target: str | Path,
+    model: str,
+    out: str | Path,
+    *,
+    epochs: int = 10,
+    source_epochs: int | None = None,
+    img_size: int | None = None,
+    batch_size: int = 4,
+    lr: float | None = None,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    workers: int = 0,
+    device: str = "auto",
+    model_args: dict[str, Any] | None = None,
+    pretrained: str | None = None,
+    source_weights: str | Path | None = None,
+    modes: tuple[str, ...] | list[str] = MODES,
+    add_class: str | Path | None = None,
+    new_class_data: str | Path | None = None,
+    distill: float = 1.0,
+    source_split: str | None = None,
+    target_split: str | None = None,
+    quiet: bool = True,
+    train_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the study into ``out`` and write its report; returns the report (what report.json holds).
+
+    ``source``, ``target``, ``add_class``, ``new_class_data``: dataset specs. ``source_split`` /
+    ``target_split``: the splits scored (default ``val``, else ``test``). ``pretrained``: builder weights
+    (a torchvision weights name or file) the *source* model starts from; ``source_weights``: a trained
+    detseg checkpoint used as the source model instead of training one. ``new_class_data``: the new
+    class's training data for ``lwf`` and ``naive`` (classes = ``add_class``'s, only new objects
+    labelled); by default it is made from ``add_class``'s train split by dropping the old classes'
+    labels (COCO or mask specs). ``quiet=False`` shows each run's epochs. ``train_args``: more
+    :func:`detseg.engine.run.train` keywords for every run (``schedule``, ``warmup``, ``amp``...).
+    """
+    from detseg.data.spec import load_spec
+    from detseg.transfer.report import check_claims, write_report
+
+    plan = _check_arguments(source, target, model, out, epochs, source_epochs, modes, add_class, distill)
+    src_spec, tgt_spec = load_spec(source), load_spec(target)
+    task = src_spec.task
+    src_split = _eval_split(src_spec, source_split, "source")
+    tgt_split = _eval_split(tgt_spec, target_split, "target")
+    out = Path(out).resolve()  # runs are matched by their settings, paths included: absolute ones
+    runner = _Runner(
+        out,
+        model,
+        device,
+        quiet,
+        common=dict(
+            epochs=int(epochs),
+            img_size=img_size,
+            batch_size=int(batch_size),
+            lr=lr,
+            optimizer=optimizer,
+            seed=int(seed),
+            workers=int(workers),
+            model_args=dict(model_args or {}),
+            **(train_args or {}),
+        ),
+        total=_count_steps(plan, source_weights, add_class),
+    )
+    domains = {"source": (str(source), src_split), "target": (str(target), tgt_split)}
+
+    # 1. The source model (its classes checked against the add-a-class data before any training).
+    if source_weights is not None:
+        if not Path(source_weights).is_file():
+            raise FileNotFoundError(f"source_weights: no checkpoint at {source_weights}")
+        src_classes = _checkpoint_classes(source_weights)
+    else:
+        src_classes = _data_classes(source, "train")
+    tgt_classes = _data_classes(target, tgt_split)
+    same = src_classes == tgt_classes
+    add_split = _check_add_class(add_class, new_class_data, src_classes)
+    if source_weights is not None:
+        src_ckpt = Path(source_weights)
+        runner.say(f"source model: {src_ckpt} (given, not trained)")
+    else:
+        src_ckpt = runner.train("source", source, pretrained=pretrained, epochs=int(source_epochs or epochs))
+    before = runner.evaluate("source", src_ckpt, domains, src_classes)
+
+    # 2. The four ways to use it on the target.
+    rows = []
+    for mode in plan["modes"]:
+        if mode == "as_is":
+            if not same:
+                runner.say(
+                    f"as_is: skipped, the source classes {src_classes} are not the target's {tgt_classes}"
+                )
+                rows.append(_row(mode, None, {}, why=f"source classes {src_classes} != target {tgt_classes}"))
+                continue
+            rows.append(_row(mode, src_ckpt, before, init="source weights", trained_on="source"))
+            continue
+        if mode == "feature_extraction":
+            ckpt = runner.train(mode, target, pretrained=str(src_ckpt), freeze="backbone", new_head=True)
+            init, frozen = "source weights, new head", "backbone"
+        elif mode == "fine_tuning":
+            ckpt = runner.train(mode, target, pretrained=str(src_ckpt), freeze="none")
+            init, frozen = "source weights" + ("" if same else ", new head"), "none"
+        else:
+            ckpt = runner.train(mode, target)
+            init, frozen = "random", "none"
+        metrics = runner.evaluate(mode, ckpt, domains, tgt_classes)
+        rows.append(_row(mode, ckpt, metrics, init=init, frozen=frozen, trained_on="target"))
+
+    report: dict[str, Any] = {
+        "task": task,
+        "metric": METRIC_NAMES[task],
+        "model": model,
+        "source": {"spec": str(source), "split": src_split, "classes": src_classes},
+        "target": {"spec": str(target), "split": tgt_split, "classes": tgt_classes},
+        "settings": {
+            **runner.common,
+            "source_epochs": int(source_epochs or epochs),
+            "pretrained": pretrained,
+            "source_weights": str(source_weights) if source_weights else None,
+            "device": device,
+        },
+        "source_model": {"checkpoint": str(src_ckpt), **{k: before.get(k) for k in ("source", "target")}},
+        "rows": rows,
+    }
+
+    # 3. Adding a class.
+    if add_class is not None:
+        report["add_class"] = _add_class_study(
+            runner, src_ckpt, src_classes, add_class, add_split, new_class_data, distill, out
+        )
+    report["claims"] = check_claims(report)
+    write_report(report, out)
+    runner.say(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_arguments(
+    source, target, model, out, epochs, source_epochs, modes, add_class, distill
+) -> dict[str, Any]:
+    """Refuse bad arguments before any training, naming what is wrong."""
+    from detseg.data.spec import load_spec
+    from detseg.models.zoo import model_info
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if source_epochs is not None and (not isinstance(source_epochs, int) or source_epochs < 1):
+        raise ValueError(f"source_epochs must be a positive integer, got {source_epochs!r}")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"modes {list(modes)}: choose among {', '.join(MODES)}")
+    if distill <= 0:
+        raise ValueError(f"distill must be > 0 (the LwF weight), got {distill}")
+    src, tgt = load_spec(source), load_spec(target)
+    if src.task != tgt.task:
+        raise ValueError(
+            f"source {source} is a {src.task} data set but target {target} is a {tgt.task} data set; "
+            "the study compares one task on two domains"
+        )
+    if src.task not in METRIC_NAMES:
+        raise ValueError(
+            f"{source}: task {src.task!r} is not supported by the study yet (detect or segment); "
+            "detseg.engine.run.train does not train classifiers"
+        )
+    info = model_info(model)
+    if info.task != src.task:
+        raise ValueError(f"model {model!r} is a {info.task} model but the data sets are for {src.task}")
+    if add_class is not None and load_spec(add_class).task != src.task:
+        raise ValueError(f"add_class {add_class} is a {load_spec(add_class).task} data set, not {src.task}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out {out} exists and is not a folder")
+    return {"modes": [m for m in MODES if m in modes]}
+
+
+def _eval_split(spec, split: str | None, which: str) -> str:
+    if split is not None:
+        if split not in spec.splits:
+            raise ValueError(f"{which} {spec.path}: no split {split!r} (it has {', '.join(spec.splits)})")
+        return split
+    for name in ("val", "test"):
+        if name in spec.splits:
+            return name
+    raise ValueError(
+        f"{which} {spec.path}: no 'val' or 'test' split to score on (it has {', '.join(spec.splits)})"
+    )
+
+
+def _count_steps(plan: dict, source_weights, add_class) -> int:
+    trained = [m for m in plan["modes"] if m != "as_is"]
+    return (0 if source_weights else 1) + len(trained) + (len(ADD_CLASS_MODES) if add_class else 0)
+
+
+def _checkpoint_classes(ckpt: str | Path) -> list[str]:
+    from detseg.engine.checkpoint import load_checkpoint
+
+    return list(load_checkpoint(ckpt).get("meta", {}).get("classes", []))
+
+
+def _data_classes(spec: str | Path, split: str) -> list[str]:
+    from detseg.data.dataset import build_dataset
+
+    return list(build_dataset(spec, split).classes)
+
+
+def _row(mode: str, ckpt, metrics: dict, why: str | None = None, **info: Any) -> dict[str, Any]:
+    row = {
+        "mode": mode,
+        "label": MODE_LABELS[mode],
+        "checkpoint": str(ckpt) if ckpt else None,
+        "source": metrics.get("source"),
+        "target": metrics.get("target"),
+        **info,
+    }
+    if why:
+        row["skipped"] = why
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def evaluate_checkpoint(
+    ckpt: str | Path, data: str | Path, split: str = "val", device: str = "cpu"
+) -> dict[str, Any]:
+    """The study's metrics of a saved model on ``split`` of the spec ``data``.
+
+    Returns ``{"metric": AP50 | mIoU (0..1), "per_class": {class: AP50 | IoU}}``: detection through
+    :func:`detseg.engine.run.run_evaluation` and :func:`detseg.metrics.coco.evaluate` (COCO's
+    101-point AP at IoU 0.5, per category too); segmentation from the summed confusion matrix.
+    """
+    from detseg.engine.run import run_evaluation
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    task = run_evaluation(ckpt, data, split, device, batch_size=1)
+    if task.name == "segment":
+        metrics = task.eval_end()
+        names = task.class_names or []
+        return {"metric": metrics["miou"], "per_class": {n: metrics[f"iou_{n}"] for n in names}}
+    from detseg.metrics.coco import evaluate
+
+    gt, results = task.coco_inputs()
+    names = [c["name"] for c in gt["categories"]]
+    if not results:
+        return {"metric": 0.0, "per_class": dict.fromkeys(names, 0.0)}
+    coco = evaluate(gt, results, iou_type="bbox")
+    per_class = {}
+    for name in names:
+        value = coco.per_category.get(name, {}).get("AP50", float("nan"))
+        per_class[name] = float(value) if value is not None and value >= 0 else float("nan")
+    return {"metric": float(coco.stats["AP50"]), "per_class": per_class}
+
+
+# ---------------------------------------------------------------------------------------------- runs
+class _Runner:
+    """Trains and scores the study's runs under ``out/runs/NAME``, skipping what is already done."""
+
+    def __init__(self, out: Path, model: str, device: str, quiet: bool, common: dict, total: int) -> None:
+        self.out, self.model, self.device, self.quiet = out, model, device, quiet
+        self.common, self.total, self.done = common, total, 0
+
+    def say(self, text: str) -> None:
+        print(f"detseg transfer-study: {text}", file=sys.stderr, flush=True)
+
+    def train(self, name: str, data: str | Path, **kwargs: Any) -> Path:
+        """Train run ``name`` (once): its ``last.pt``. A finished run is skipped, a stopped one resumed."""
+        from detseg.engine.run import train
+
+        run_dir = self.out / "runs" / name
+        settings = _jsonable(
+            {"model": self.model, "data": str(Path(data).resolve()), **self.common, **kwargs}
+        )
+        self.done += 1
+        step = f"[{self.done}/{self.total}] {name}"
+        saved = run_dir / "settings.json"
+        if saved.is_file():
+            old = json.loads(saved.read_text())
+            if old != settings:
+                changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+                raise ValueError(
+                    f"{run_dir} was run with other settings ({', '.join(changed)}: "
+                    f"{[old.get(k) for k in changed]} there, {[settings.get(k) for k in changed]} now); "
+                    "use another --out, or delete that run folder to redo it"
+                )
+        if (run_dir / "result.json").is_file() and (run_dir / "last.pt").is_file():
+            self.say(f"{step}: finished before, skipped ({run_dir})")
+            return run_dir / "last.pt"
+        resume = "auto" if (run_dir / "last.pt").is_file() else None
+        self.say(
+            f"{step}: {'resuming' if resume else 'training'} on {data} "
+            f"({settings['epochs']} epoch(s)) -> {run_dir}"
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(settings, indent=1) + "\n")
+        args = {**self.common, **kwargs}
+        summary = train(
+            self.model,
+            data,
+            run_dir,
+            resume=resume,
+            val_split="none",  # scored below, on both domains, from last.pt
+            device=self.device,
+            quiet=self.quiet,
+            plots=False,
+            **args,
+        )
+        (run_dir / "result.json").write_text(
+            json.dumps(_jsonable({"transfer": summary.get("transfer", {}), "eval": {}}), indent=1) + "\n"
+        )
+        return run_dir / "last.pt"
+
+    def evaluate(
+        self, name: str, ckpt: Path, domains: dict[str, tuple[str, str]], classes: list[str]
+    ) -> dict[str, Any]:
+        """``{domain: metric or None}`` for each domain whose classes are the model's; ``per_class`` too.
+
+        Scores are cached in the run's ``result.json`` (keyed by spec and split)."""
+        out: dict[str, Any] = {"per_class": {}}
+        for domain, (spec, split) in domains.items():
+            if _data_classes(spec, split) != classes:
+                out[domain] = None  # another class list: the model has no head for it
+                continue
+            scores = self.score(name, ckpt, spec, split)
+            out[domain], out["per_class"][domain] = scores["metric"], scores["per_class"]
+        return out
+
+    def score(self, name: str, ckpt: Path, spec: str | Path, split: str) -> dict[str, Any]:
+        """:func:`evaluate_checkpoint`, cached in ``runs/NAME/result.json`` (a given source model's scores in
+        ``out/scores.json``, keyed by its path and size too, so that another file there is scored anew)."""
+        ours = ckpt.parent.parent == self.out / "runs"
+        cache_file = ckpt.parent / "result.json" if ours else self.out / "scores.json"
+        cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {"eval": {}}
+        key = f"{spec}::{split}" if ours else f"{ckpt.resolve()}:{ckpt.stat().st_size}::{spec}::{split}"
+        if key not in cache.setdefault("eval", {}):
+            self.say(f"scoring {name} on {spec} ({split})")
+            cache["eval"][key] = _jsonable(evaluate_checkpoint(ckpt, spec, split, self.device))
+            self.out.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(json.dumps(_jsonable(cache), indent=1) + "\n")
+        return cache["eval"][key]
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values (paths as text, tuples as lists, NaN as None)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- add a class
+def _check_add_class(joint: str | Path | None, new_only: str | Path | None, old_classes: list[str]) -> str:
+    """The split to score the add-a-class runs on; refuses data whose classes do not extend the old ones."""
+    if joint is None:
+        if new_only is not None:
+            raise ValueError("new_class_data needs add_class (the data with every class labelled)")
+        return ""
+    from detseg.data.spec import load_spec
+
+    split = _eval_split(load_spec(joint), None, "add_class")
+    classes = _data_classes(joint, split)
+    if classes[: len(old_classes)] != old_classes or len(classes) == len(old_classes):
+        raise ValueError(
+            f"add_class {joint}: its classes {classes} must be the source model's {old_classes} "
+            "followed by one or more new classes"
+        )
+    if new_only is not None and _data_classes(new_only, "train") != classes:
+        raise ValueError(f"new_class_data {new_only}: its classes must be add_class's {classes}")
+    return split
+
+
+def _add_class_study(
+    runner: _Runner,
+    src_ckpt: Path,
+    old_classes: list[str],
+    joint: str | Path,
+    split: str,
+    new_only: str | Path | None,
+    distill: float,
+    out: Path,
+) -> dict[str, Any]:
+    """LwF vs naive fine-tuning on the new class alone vs joint training; old and new classes' metric."""
+    classes = _data_classes(joint, split)
+    new_classes = classes[len(old_classes) :]
+    # Segmentation's background is shared by old and new models: the classes compared are the objects.
+    old_scored = [c for c in old_classes if c.lower() not in ("background", "bg", "_background_")]
+    data_dir = out / "data"
+    old_val = derive_spec(joint, data_dir / "old_classes.yaml", keep=old_classes, splits=[split])
+    if new_only is None:
+        new_only = derive_spec(
+            joint, data_dir / "new_class_only.yaml", keep=new_classes, splits=["train"], all_classes=True
+        )
+
+    before = runner.score("source", src_ckpt, str(old_val), split)["per_class"]
+    result: dict[str, Any] = {
+        "spec": str(joint),
+        "new_class_data": str(new_only),
+        "split": split,
+        "old_classes": old_scored,
+        "new_classes": new_classes,
+        "distill": distill,
+        "before_old": _mean([before[c] for c in old_scored]),
+        "rows": [],
+    }
+    for mode in ADD_CLASS_MODES:
+        data = joint if mode == "joint" else new_only
+        extra = {"distill": distill} if mode == "lwf" else {}
+        ckpt = runner.train(f"add_{mode}", data, extend_from=str(src_ckpt), **extra)
+        per_class = runner.score(f"add_{mode}", ckpt, str(joint), split)["per_class"]
+        result["rows"].append(
+            {
+                "mode": mode,
+                "label": MODE_LABELS[mode],
+                "checkpoint": str(ckpt),
+                "old": _mean([per_class[c] for c in old_scored]),
+                "new": _mean([per_class[c] for c in new_classes]),
+                "per_class": per_class,
+            }
+        )
+    joint_new = result["rows"][-1]["new"]
+    for row in result["rows"]:
+        row["old_kept_pct"] = _pct(row["old"], result["before_old"])
+        row["new_pct_of_joint"] = _pct(row["new"], joint_new)
+    return result
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _pct(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None or reference <= 0:
+        return None
+    return 100.0 * value / reference
+
+
+def derive_spec(
+    spec_path: str | Path,
+    out_path: str | Path,
+    keep: list[str],
+    splits: list[str],
+    all_classes: bool = False,
+) -> Path:
+    """Write a spec of the same images labelled with the classes ``keep`` only; returns its path.
+
+    ``all_classes=False``: the spec's classes become ``keep`` (the old classes' view of the data, to
+    score an old model); ``True``: the class list stays whole and only ``keep``'s objects stay labelled
+    (new-class-only training data). COCO specs get filtered annotation files; mask specs a ``values``
+    table sending the dropped classes' pixels to the background (class 0). Other formats are refused.
+    """
+    import yaml
+
+    from detseg.data.coco import load_coco
+    from detseg.data.dataset import build_dataset
+    from detseg.data.spec import load_spec
+
+    spec = load_spec(spec_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "task": spec.task,
+        "format": spec.format,
+        "root": "/",
+        "ignore_index": spec.ignore_index,
+        "channels": spec.channels,
+    }
+    if spec.task == "detect" and spec.format == "coco":
+        classes = list(build_dataset(spec, splits[0]).classes)
+        doc["classes"] = classes if all_classes else list(keep)
+        for split in splits:
+            s = spec.splits[split]
+            coco = load_coco(s.annotations)
+            names = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
+            coco["annotations"] = [a for a in coco["annotations"] if names[int(a["category_id"])] in keep]
+            if all_classes:  # training data: only images that show a kept class
+                shown = {int(a["image_id"]) for a in coco["annotations"]}
+                if not shown:
+                    raise ValueError(f"{s.annotations}: no {split} image shows {list(keep)}")
+                coco["images"] = [im for im in coco["images"] if int(im["id"]) in shown]
+            else:
+                coco["categories"] = [c for c in coco["categories"] if str(c["name"]) in keep]
+            ann = out_path.with_name(f"{out_path.stem}_{split}.json")
+            ann.write_text(json.dumps(coco) + "\n")
+            doc[split] = {"images": str(s.images), "annotations": str(ann.resolve())}
+            if s.stems is not None:
+                doc[split]["list"] = list(s.stems)
+    elif spec.task == "segment" and spec.format == "masks":
+        classes = list(spec.classes or [])
+        values = dict(spec.values or {i: i for i in range(len(classes))})
+        # Class 0 is the background: dropped classes' pixels go there.
+        labelled = {classes[0], *keep}
+        names = classes if all_classes else [c for c in classes if c in labelled]
+        table: dict[int, Any] = {}
+        for raw, cls in values.items():
+            if not 0 <= cls < len(classes):
+                table[int(raw)] = "ignore"
+            else:
+                table[int(raw)] = names.index(classes[cls]) if classes[cls] in labelled else 0
+        doc["classes"] = names
+        doc["values"] = table
+        for split in splits:
+            s = spec.splits[split]
+            doc[split] = {"images": str(s.images), "masks": str(s.masks)}
+            if s.stems is not None:
+                doc[split]["list"] = list(s.stems)
+            if s.mask_suffix:
+                doc[split]["mask_suffix"] = s.mask_suffix
+    else:
+        raise ValueError(
+            f"{spec_path}: deriving old- or new-class data needs a COCO detection or a masks segmentation "
+            f"spec, not {spec.format} ({spec.task}); give new_class_data explicitly"
+        )
+    header = f"# written by detseg transfer-study from {spec_path}: classes kept labelled {list(keep)}\n"
+    out_path.write_text(header + yaml.safe_dump(doc, sort_keys=False, width=1000), encoding="utf-8")
+    return out_path
