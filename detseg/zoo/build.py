@@ -39,8 +39,9 @@ SHAPES_DATA: dict[str, Any] = dict(seed=0, image_size=128, num_train=200, num_va
 RECIPES: dict[str, dict[str, Any]] = {
     "unet": {
         "synth": SHAPES_DATA, "spec": "segment.yaml", "metric": "miou",
-        "train": dict(epochs=10, img_size=128, batch_size=4, optimizer="sgd", lr=0.01, seed=0,
-                      model_args={"width": 16}),
+        # the transfer study's source recipe (benchmarks/transfer_study.py, synth-segment)
+        "train": dict(epochs=40, img_size=128, batch_size=4, optimizer="adamw", lr=2e-3, schedule="cosine",
+                      warmup=50, loss="ce+dice", seed=0, model_args={"width": 16}),
     },
     "ssdlite320_mobilenet_v3_large": {
         "synth": SHAPES_DATA, "spec": "detect.yaml", "metric": "AP50",
@@ -147,7 +148,8 @@ def build(
     if record:
         record_figures(name, {
             "accuracy": {"value": round(value, 4), "metric": metric, "data": data,
-                         "img_size": recipe["train"].get("img_size"), "how": how},
+                         "img_size": recipe["train"].get("img_size"),
+                         "model_args": _plain(recipe["train"].get("model_args") or {}), "how": how},
             "weights": {"file": path.name, "sha256": sha256, "how": how},
         }, figures)
     return {"path": path, "sha256": sha256, "metric": metric, "value": value, "data": data,

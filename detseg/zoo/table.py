@@ -90,7 +90,10 @@ def _measured_on(acc: dict[str, Any]) -> str:
     """The accuracy's data, with the input size it was trained and evaluated at when recorded."""
     if not acc:
         return "-"
-    return acc.get("data", "?") + (f", at {acc['img_size']} px" if acc.get("img_size") else "")
+    where = acc.get("data", "?") + (f", at {acc['img_size']} px" if acc.get("img_size") else "")
+    # the variant measured, when the recipe built other than the builder's defaults (U-Net width 16...)
+    variant = ", ".join(f"{k}={v}" for k, v in (acc.get("model_args") or {}).items())
+    return where + (f", {variant}" if variant else "")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

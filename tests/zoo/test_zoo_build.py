@@ -41,11 +41,15 @@ def test_build_is_reproducible_cached_recorded_and_loaded_by_create_model(zoo_tm
     checkpoint = load_checkpoint(path)
     assert accuracy["value"] == round(checkpoint["metrics"]["miou"], 4) and accuracy["metric"] == "miou"
     assert accuracy["data"] == "synthetic shapes val (detseg synth --seed 0, 2 images, 32 px)"
-    assert accuracy["img_size"] == 32
+    assert accuracy["img_size"] == 32 and accuracy["model_args"] == {"width": 4}  # the variant measured
     assert accuracy["how"]["command"].startswith("detseg zoo build unet --epochs 1 --device cpu")
     assert accuracy["how"]["machine"]["device"] == "cpu"
     assert figures["weights"]["sha256"] == sha256
     assert json.loads(path.with_suffix(".json").read_text())["sha256"] == sha256
+    capsys.readouterr()
+    assert main(["zoo", "list", "--task", "segment"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("unet "))
+    assert "at 32 px, width=4" in row  # the table says which variant the accuracy is of
 
     model = create_model("unet", pretrained="zoo")  # built as trained: 4 channels wide, 4 classes
     assert meta["model_kwargs"]["width"] == 4 and model.zoo_meta["zoo"] == "unet"
