@@ -95,19 +95,15 @@ def kmeans_quantize(
     if not 1 <= bits <= 8 or bits * channels > 24:
         raise ValueError(f"bits must be in 1..8 (at most 24 in all channels), got {bits}")
     codes, points, weights = _histogram(pixels, bits)
+    fit_options = (bits, channels, k, np.random.default_rng(seed), attempts, max_iter, tol)
     if points.shape[0] <= k or bits < 8 and points.shape[0] < 4 * k:
         # Few occupied bins: the image has few colours. Work on its exact distinct colours instead.
         colours, counts = _distinct_colours(pixels)
-        if colours.shape[0] <= k:
-            centroids = colours.astype(np.float32)
-            points = None
-        else:
-            codes, points, weights = None, colours.astype(np.float32), counts.astype(np.float64)
+        centroids = colours.astype(np.float32)
+        if colours.shape[0] > k:
+            centroids = _fit(centroids, counts.astype(np.float64), None, *fit_options)
     else:
-        points = points.astype(np.float32)
-    if points is not None:
-        centroids = _fit(points, weights, codes, bits, channels, k, np.random.default_rng(seed),
-                         attempts, max_iter, tol)
+        centroids = _fit(points.astype(np.float32), weights, codes, *fit_options)
     palette = np.clip(np.rint(centroids), 0, 255).astype(np.uint8)
     if _FROM_SPACE[color_space] is not None:
         palette = cv2.cvtColor(palette[None], _FROM_SPACE[color_space])[0]

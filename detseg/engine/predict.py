@@ -24,6 +24,7 @@ from torch import nn
 
 from detseg.engine.checkpoint import load_checkpoint
 from detseg.engine.tasks import class_logits
+from detseg.engine.tta import with_tta
 
 
 def build_model(meta: dict[str, Any]) -> nn.Module:
@@ -133,17 +134,12 @@ def predict(
     """Run a saved model on an image or a folder of images; returns a summary (files written, counts).
     ``tta``: segmentation test-time augmentation, "hflip", "flips" or "d4" (:mod:`detseg.engine.tta`)."""
     model, meta = load_model(weights, device)
+    model = with_tta(model, tta, meta.get("task", "segment"))
     images = _sources(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if meta.get("task") == "detect":
-        if tta:
-            raise ValueError("--tta is for segmentation models; a detector's boxes are not averaged")
         return predict_detection(model, meta, images, out, score_threshold)
-    if tta:
-        from detseg.engine.tta import TestTimeAugmentation
-
-        model = TestTimeAugmentation(model, tta)
     size = meta.get("img_size")
     return predict_segmentation(model, meta, images, out, tile or size, overlap)
 

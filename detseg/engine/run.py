@@ -128,18 +128,16 @@ def train(
                 detection_eval_preset(size),
                 collate_detection,
             )
-        if spec.task != "classify":
+        validate = bool(val_split) and val_split != "none" and val_split in spec.splits
+        if spec.task != "classify":  # build_classification made both sets above
             train_set = build_dataset(spec, train_split, train_tf)
-            val_set = None
-        if spec.task != "classify" and val_split and val_split != "none":
-            if val_split in spec.splits:
-                val_set = build_dataset(spec, val_split, val_tf)
-            elif dist_info.is_main:
-                print(
-                    f"detseg train: {data} has no '{val_split}' split (it has {', '.join(spec.splits)}): "
-                    "training without validation; best.pt = last.pt",
-                    file=sys.stderr,
-                )
+            val_set = build_dataset(spec, val_split, val_tf) if validate else None
+        if val_split and val_split != "none" and not validate and dist_info.is_main:
+            print(
+                f"detseg train: {data} has no '{val_split}' split (it has {', '.join(spec.splits)}): "
+                "training without validation; best.pt = last.pt",
+                file=sys.stderr,
+            )
         classes = list(train_set.classes)
         if spec.task == "classify":
             task, kwargs = class_task, {"num_classes": len(classes)}
@@ -421,19 +419,17 @@ def run_evaluation(
     from detseg.engine.checkpoint import check_classes
     from detseg.engine.predict import load_model
     from detseg.engine.tasks import DetectionTask, SegmentationTask
+    from detseg.engine.tta import with_tta
 
     model, meta = load_model(weights, device)
     spec = load_spec(data)
     if spec.task != meta.get("task"):
         raise ValueError(f"{weights} is a {meta.get('task')} model but {data} is a {spec.task} data set")
+    model = with_tta(model, tta, spec.task)
     if spec.task == "segment":
         from detseg.data.transforms import segmentation_eval_preset
 
         dataset = build_dataset(spec, split, segmentation_eval_preset())
-        if tta:
-            from detseg.engine.tta import TestTimeAugmentation
-
-            model = TestTimeAugmentation(model, tta)
         task: Any = SegmentationTask(
             len(dataset.classes),
             spec.ignore_index,
@@ -444,8 +440,6 @@ def run_evaluation(
     else:
         from detseg.data.transforms import detection_eval_preset
 
-        if tta:
-            raise ValueError("test-time augmentation (--tta) is for segmentation models")
         size = meta.get("img_size")
         dataset = build_dataset(
             spec, split, detection_eval_preset(tuple(size) if isinstance(size, list) else size)

@@ -62,3 +62,17 @@ class TestTimeAugmentation(nn.Module):
             positive = mean[:, 1:].clamp_max(1 - 1e-7)
             return positive.log() - (1 - positive).log()
         return mean.log()
+
+
+def with_tta(model: nn.Module, mode: str | None, task: str) -> nn.Module:
+    """``model`` wrapped in :class:`TestTimeAugmentation` for ``mode`` ("hflip", "flips", "d4"), or
+    as it is when ``mode`` is None; refused for a model of another ``task`` than "segment"."""
+    if not mode:
+        return model
+    if task != "segment":
+        raise ValueError(
+            f"test-time augmentation (--tta) is for segmentation models, not a {task} model "
+            "(a detector's boxes are not averaged)"
+        )
+    return TestTimeAugmentation(model, mode)
+

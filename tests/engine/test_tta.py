@@ -66,3 +66,13 @@ def test_binary_model_keeps_one_channel_the_logit_of_the_mean_probability():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="hflip, flips, d4"):
         TestTimeAugmentation(nn.Identity(), "rot45")
+
+
+def test_with_tta_wraps_segmenters_only():
+    from detseg.engine.tta import with_tta
+
+    model = nn.Conv2d(2, 3, 1)
+    assert with_tta(model, None, "detect") is model  # no --tta: as it is, for any task
+    assert isinstance(with_tta(model, "d4", "segment"), TestTimeAugmentation)
+    with pytest.raises(ValueError, match="for segmentation models, not a detect model"):
+        with_tta(model, "flips", "detect")
