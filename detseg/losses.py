@@ -1,4 +1,5 @@
-"""Segmentation losses (LECTURE.md section 6): BCE, class-balanced BCE, soft Dice, cross-entropy, sums.
+"""Segmentation losses (LECTURE.md section 6): BCE, class-balanced BCE, soft Dice, cross-entropy, sums,
+and the Lovasz-softmax loss (Berman et al., CVPR 2018), a convex surrogate of 1 - IoU.
 
 Plain functions first, modules on top. Binary losses take logits by default (``from_logits=True``,
 numerically stable); pass probabilities with ``from_logits=False``, as the lecture's examples do.
@@ -166,6 +167,61 @@ def multiclass_dice_loss(
     return loss.mean()
 
 
+def _lovasz_grad(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order:
+    ``J(1..i) - J(1..i-1)``, where ``J(1..i)`` is 1 - IoU when the ``i`` largest errors are mistakes."""
+    total = fg_sorted.sum()
+    intersection = total - fg_sorted.cumsum(0)
+    union = total + (1 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+def lovasz_softmax_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = 255,
+    classes_present_only: bool = True,
+    per_image: bool = False,
+) -> torch.Tensor:
+    """Lovasz-softmax loss on ``logits [B, C, H, W]`` and ``target [B, H, W]`` (Berman et al. 2018).
+
+    For each class, the pixel errors ``|[y = c] - p_c|`` sorted in decreasing order are weighted by the
+    gradient of the Lovasz extension of the Jaccard loss; the result is the mean over classes (those
+    present in the target, by default; with ``classes_present_only=False`` an absent class adds its
+    largest probability, the cost of a false positive). On one-hot predictions it equals ``1 - IoU`` averaged over the
+    classes, so it optimises the mean IoU that segmentation is scored by. ``per_image`` averages the
+    loss of each image instead of computing it over the whole batch. Ignored pixels are left out; a
+    batch with nothing to learn from gives 0 (still in the graph).
+    """
+    if logits.ndim != target.ndim + 1 or (logits.shape[0], *logits.shape[2:]) != tuple(target.shape):
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
+    num_classes = logits.shape[1]
+    _check_labels(target, num_classes, ignore_index)
+    if per_image:
+        losses = [
+            lovasz_softmax_loss(logit[None], t[None], ignore_index, classes_present_only)
+            for logit, t in zip(logits, target, strict=True)
+        ]
+        return torch.stack(losses).mean()
+    probs = logits.softmax(1).movedim(1, -1).reshape(-1, num_classes)
+    labels = target.reshape(-1)
+    if ignore_index is not None:
+        valid = labels != ignore_index
+        probs, labels = probs[valid], labels[valid]
+    losses = []
+    for c in range(num_classes):
+        fg = (labels == c).to(probs.dtype)
+        if classes_present_only and not fg.any():
+            continue
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
+    if not losses:
+        return logits.sum() * 0
+    return torch.stack(losses).mean()
+
+
 def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -217,6 +273,21 @@ class DiceLoss(nn.Module):
         return multiclass_dice_loss(logits, target, self.ignore_index, self.smooth, self.classes_present_only)
 
 
+class LovaszSoftmaxLoss(nn.Module):
+    """Lovasz-softmax on ``logits [B, C, H, W]`` and ``target [B, H, W]`` (:func:`lovasz_softmax_loss`)."""
+
+    def __init__(
+        self, ignore_index: int | None = 255, classes_present_only: bool = True, per_image: bool = False
+    ):
+        super().__init__()
+        self.ignore_index, self.per_image = ignore_index, per_image
+        self.classes_present_only = classes_present_only
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        present = self.classes_present_only
+        return lovasz_softmax_loss(logits, target, self.ignore_index, present, self.per_image)
+
+
 class CrossEntropyLoss(nn.Module):
     """Pixel cross-entropy on ``logits [B, C, H, W]`` and ``target [B, H, W]`` (see :func:`cross_entropy`)."""
 
@@ -259,13 +330,13 @@ def segmentation_loss(
 ) -> nn.Module:
     """A multi-class segmentation loss on ``(logits [B, C, H, W], target [B, H, W])`` by name:
     ``"ce"`` (cross-entropy), ``"dice"`` (soft Dice), ``"ce+dice"`` (their sum, Dice weighted by
-    ``dice_weight``)."""
+    ``dice_weight``), ``"lovasz"`` (Lovasz-softmax) and ``"ce+lovasz"`` (their sum, Lovasz weighted by
+    ``dice_weight`` too)."""
     ce = CrossEntropyLoss(class_weights, ignore_index)
-    dice = DiceLoss(ignore_index)
-    if name == "ce":
-        return ce
-    if name == "dice":
-        return dice
-    if name == "ce+dice":
-        return WeightedSumLoss([(1.0, ce), (dice_weight, dice)])
-    raise ValueError(f"unknown segmentation loss {name!r}; choose ce, dice or ce+dice")
+    losses = {"ce": ce, "dice": DiceLoss(ignore_index), "lovasz": LovaszSoftmaxLoss(ignore_index)}
+    if name in losses:
+        return losses[name]
+    first, _, second = name.partition("+")
+    if first == "ce" and second in ("dice", "lovasz"):
+        return WeightedSumLoss([(1.0, ce), (dice_weight, losses[second])])
+    raise ValueError(f"unknown segmentation loss {name!r}; choose ce, dice, ce+dice, lovasz or ce+lovasz")

@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from detseg.losses import (
     CrossEntropyLoss,
     DiceLoss,
+    LovaszSoftmaxLoss,
     WeightedSumLoss,
     balanced_binary_cross_entropy,
     binary_cross_entropy,
     cross_entropy,
     dice_loss,
+    lovasz_softmax_loss,
     multiclass_dice_loss,
     segmentation_loss,
 )
@@ -177,3 +179,82 @@ def test_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(lambda t: multiclass_dice_loss(t, labels), (logits,))
     w = torch.tensor([0.5, 1.0, 2.0], dtype=torch.double)
     assert torch.autograd.gradcheck(lambda t: cross_entropy(t, labels, weight=w), (logits,))
+
+
+def _jaccard_loss_of_errors(fg, wrong):
+    """1 - IoU of a class whose pixels ``fg`` are predicted wrongly exactly at the set ``wrong``."""
+    intersection = (fg & ~wrong).sum()
+    union = (fg | wrong).sum()
+    return 1.0 - float(intersection) / float(union)
+
+
+def _lovasz_by_thresholds(logits, target, ignore_index=255):
+    """The Lovasz extension from its definition: the integral over t of the Jaccard loss of the set of
+    pixels whose error exceeds t (a sum over the sorted errors), averaged over the classes present."""
+    probs = logits.softmax(1).movedim(1, -1).reshape(-1, logits.shape[1]).double()
+    labels = target.reshape(-1)
+    keep = labels != ignore_index
+    probs, labels = probs[keep], labels[keep]
+    losses = []
+    for c in range(probs.shape[1]):
+        fg = labels == c
+        if not fg.any():
+            continue
+        errors = (fg.double() - probs[:, c]).abs()
+        levels = sorted(set(errors.tolist()), reverse=True) + [0.0]
+        total = 0.0
+        for hi, lo in zip(levels[:-1], levels[1:], strict=True):
+            total += (hi - lo) * _jaccard_loss_of_errors(fg, errors >= hi)
+        losses.append(total)
+    return sum(losses) / len(losses)
+
+
+def test_lovasz_hand_worked():
+    # Three pixels, labels [1, 0, 1], p(class 1) = [0.9, 0.4, 0.2]: both classes' errors are 0.1, 0.4, 0.8.
+    # Class 1 (2 pixels), mistakes added in decreasing error: Jaccard losses 1/2, 2/3, 1 -> weights 1/2,
+    # 1/6, 1/3 -> 0.8/2 + 0.4/6 + 0.1/3 = 0.5. Class 0 (1 pixel): 1/2, 1, 1 -> 0.8/2 + 0.4/2 = 0.6.
+    p1 = torch.tensor([0.9, 0.4, 0.2], dtype=torch.float64)
+    logits = torch.stack([torch.log(1 - p1), torch.log(p1)])[None, :, None, :]  # [1, 2, 1, 3]
+    target = torch.tensor([[[1, 0, 1]]])
+    assert lovasz_softmax_loss(logits, target).item() == pytest.approx((0.5 + 0.6) / 2)
+    assert _lovasz_by_thresholds(logits, target) == pytest.approx(0.55)
+
+
+def test_lovasz_equals_one_minus_miou_on_hard_predictions():
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 9, 11))
+    target[0, :2] = 255  # ignored rows
+    pred = torch.randint(0, 3, (2, 9, 11))
+    logits = F.one_hot(pred, 3).movedim(-1, 1).double() * 60  # softmax = one-hot to 1e-26
+    valid = target != 255
+    ious = [
+        ((target == c) & (pred == c) & valid).sum().double() / (((target == c) | (pred == c)) & valid).sum()
+        for c in range(3)
+    ]
+    expected = 1 - torch.stack(ious).double().mean()
+    assert lovasz_softmax_loss(logits, target).item() == pytest.approx(expected.item(), abs=1e-9)
+
+
+def test_lovasz_agrees_with_its_definition_and_options():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 4, 6, 5, dtype=torch.float64)
+    target = torch.randint(0, 4, (3, 6, 5))
+    target[target == 3] = 1  # class 3 absent: left out of the mean
+    target[1, 0] = 255
+    assert lovasz_softmax_loss(logits, target).item() == pytest.approx(_lovasz_by_thresholds(logits, target))
+    per_image = [_lovasz_by_thresholds(logits[i : i + 1], target[i : i + 1]) for i in range(3)]
+    assert LovaszSoftmaxLoss(per_image=True)(logits, target).item() == pytest.approx(sum(per_image) / 3)
+    everything = LovaszSoftmaxLoss(classes_present_only=False)(logits, target)
+    # An absent class counts its largest probability (a false positive costs all of its IoU: 1 - 0/1).
+    valid = (target != 255).flatten()
+    absent = logits.softmax(1)[:, 3].flatten()[valid].max()
+    present = lovasz_softmax_loss(logits, target)
+    assert everything.item() == pytest.approx((3 * present.item() + absent.item()) / 4)
+    assert torch.autograd.gradcheck(lambda x: lovasz_softmax_loss(x, target), (logits.requires_grad_(),))
+    ignored = torch.full_like(target, 255)
+    zero = lovasz_softmax_loss(logits, ignored)
+    assert zero.item() == 0.0 and zero.requires_grad
+    with pytest.raises(ValueError, match=r"class values \[7\]"):
+        lovasz_softmax_loss(logits, torch.full_like(target, 7))
+    assert isinstance(segmentation_loss("ce+lovasz"), WeightedSumLoss)
+    assert isinstance(segmentation_loss("lovasz"), LovaszSoftmaxLoss)

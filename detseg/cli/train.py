@@ -26,9 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model", required=True, help="a registered model name (e.g. unet, ssdlite320_mobilenet_v3)"
     )
     p.add_argument("--data", required=True, type=Path, help="dataset spec (YAML, COCO json or VOC folder)")
-    length = p.add_mutually_exclusive_group(required=True)
+    length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="passes over the training split")
     length.add_argument("--iters", type=int, help="optimizer steps (instead of --epochs)")
+    p.add_argument(
+        "--time",
+        type=float,
+        metavar="MINUTES",
+        help="train for at most MINUTES (evaluation included): the epochs and the schedule are fitted to "
+        "the budget after every epoch; with --epochs/--iters, whichever ends first",
+    )
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
     p.add_argument("--batch-size", type=int, default=4, help="global batch size (split over DDP processes)")
     p.add_argument("--lr", type=float, help="base learning rate (default 0.01 for sgd, 0.001 for adamw)")
@@ -88,8 +95,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detection: SSD's zoom-out augmentation up to MAX times (default 4; 1: none), for small objects",
     )
     p.add_argument(
+        "--color-jitter",
+        type=float,
+        default=0.0,
+        metavar="J",
+        help="segmentation: brightness and contrast jitter, factors in [1-J, 1+J] (e.g. 0.3)",
+    )
+    p.add_argument(
+        "--no-iou-crop",
+        dest="iou_crop",
+        action="store_false",
+        help="detection: leave out SSD's IoU-constrained random crop (short runs from scratch learn faster)",
+    )
+    p.add_argument(
         "--loss",
-        choices=["ce", "dice", "ce+dice", "bce", "balanced-bce"],
+        choices=["ce", "dice", "ce+dice", "lovasz", "ce+lovasz", "bce", "balanced-bce"],
         default="ce",
         help="segmentation loss (bce ones: two classes, one output channel)",
     )
@@ -125,6 +145,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on the old classes (e.g. 1.0)",
     )
     t.add_argument("--temperature", type=float, metavar="T", help="distillation temperature (default 2)")
+    t.add_argument(
+        "--pseudo-labels",
+        type=float,
+        metavar="SCORE",
+        help="with --extend-from: old objects left unlabelled in the new data get the old model's "
+        "predictions scoring >= SCORE as labels (e.g. 0.5); combines with --distill",
+    )
     p.add_argument(
         "--model-arg",
         action="append",
@@ -136,6 +163,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-split", default="val", help="evaluated every epoch; 'none' to skip")
     p.add_argument("--eval-interval", type=int, default=1, metavar="EPOCHS")
     p.add_argument("--sync-bn", action="store_true", help="DDP: synchronise BatchNorm statistics")
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="evaluate and predict with an exponential moving average of the weights (e.g. 0.99)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="NHWC memory format: about 1.4x faster convolutions on CPU (U-Net: 0.41 s a step, not 0.59)",
+    )
     p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=run_train)
@@ -178,6 +217,10 @@ def run_train(args: argparse.Namespace) -> int:
     from detseg.engine.run import train
     from detseg.engine.trainer import NonFiniteLossError
 
+    if args.epochs is None and args.iters is None and args.time is None:
+        print("detseg train: give --epochs, --iters or --time", file=sys.stderr)
+        return 2
+
     out = args.out or Path("runs") / args.model
     try:
         summary = train(
@@ -191,7 +234,9 @@ def run_train(args: argparse.Namespace) -> int:
             vflip=args.vflip,
             rotate=args.rotate,
             elastic=args.elastic,
+            color_jitter=args.color_jitter,
             zoom_out=args.zoom_out,
+            iou_crop=args.iou_crop,
             pretrained=args.pretrained,
             model_args=parse_model_args(args.model_arg),
             train_split=args.train_split,
@@ -201,10 +246,12 @@ def run_train(args: argparse.Namespace) -> int:
             distill=args.distill,
             temperature=args.temperature,
             new_head=args.new_head,
+            pseudo_labels=args.pseudo_labels,
             freeze=args.freeze,
             lr_backbone=args.lr_backbone,
             epochs=args.epochs,
             iters=args.iters,
+            time=args.time,
             batch_size=args.batch_size,
             lr=args.lr,
             optimizer=args.optimizer,
@@ -221,6 +268,8 @@ def run_train(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             tensorboard=args.tensorboard,
             sync_bn=args.sync_bn,
+            channels_last=args.channels_last,
+            ema=args.ema,
         )
     except NonFiniteLossError as exc:
         print(f"detseg train: stopped: {exc}", file=sys.stderr)

@@ -57,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the new classes' training data (default: --add-class's train split, old labels dropped)",
     )
     p.add_argument("--distill", type=float, default=1.0, help="LwF distillation weight (default 1)")
+    p.add_argument(
+        "--pseudo-labels",
+        type=float,
+        metavar="SCORE",
+        help="also run LwF + old-class pseudo-labels (the old model's predictions scoring >= SCORE)",
+    )
     p.add_argument("--source-split", help="source split scored (default val, else test)")
     p.add_argument("--target-split", help="target split scored (default val, else test)")
     p.add_argument("--verbose", action="store_true", help="show every run's epochs")
@@ -90,6 +96,7 @@ def run_transfer_study(args: argparse.Namespace) -> int:
             add_class=args.add_class,
             new_class_data=args.new_class_data,
             distill=args.distill,
+            pseudo_labels=args.pseudo_labels,
             source_split=args.source_split,
             target_split=args.target_split,
             quiet=not args.verbose,

@@ -180,15 +180,19 @@ def detection_train_preset(
     hflip_prob: float = 0.5,
     photometric: bool = True,
     fill: float = ZOOM_FILL,
+    iou_crop: bool = True,
 ) -> DetectionPipeline:
     """SSD's training augmentation (Liu et al. 2016): photometric distortion, zoom out (p=0.5),
-    IoU-constrained random crop, horizontal flip, resize to ``size`` x ``size``, float in [0, 1]."""
+    IoU-constrained random crop, horizontal flip, resize to ``size`` x ``size``, float in [0, 1].
+
+    ``iou_crop=False`` leaves the crop out: for short runs from scratch on data whose objects already
+    come at the sizes the model will see, the crop's zoomed-in views slow learning more than they help."""
     steps: list[Callable] = [PhotometricDistort(p=0.5)] if photometric else []
     if zoom_out_range[1] > zoom_out_range[0]:  # (1, 1): no zoom out
         zoom = v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=zoom_out_range, p=0.5)
         steps.append(zoom)
     steps += [
-        v2.RandomIoUCrop(),
+        *([v2.RandomIoUCrop()] if iou_crop else []),
         v2.RandomHorizontalFlip(p=hflip_prob),
         Resize(size),
     ]
@@ -209,10 +213,14 @@ def segmentation_train_preset(
     vflip_prob: float = 0.0,
     rotate: float = 0.0,
     elastic: float = 0.0,
+    color_jitter: float = 0.0,
 ) -> v2.Compose:
     """Random scale, horizontal flip, random crop to ``crop_size`` (padding the image with 0 and the
     mask with ``ignore_index`` where it is smaller), float in [0, 1].
 
+    ``color_jitter``: brightness and contrast each multiplied by a factor drawn from [1 - j, 1 + j]
+    (``v2.ColorJitter``, the image only), for data whose images differ in exposure, such as the
+    sections of an electron-microscopy stack; 0 for none.
     For images with no up or down (microscopy, aerial views): ``vflip_prob`` flips vertically and
     ``rotate`` turns by an angle drawn from [-rotate, rotate] degrees before the crop (the corners it
     brings in are 0 in the image and ``ignore_index`` in the mask, so they do not count). ``elastic``:
@@ -227,6 +235,8 @@ def segmentation_train_preset(
     steps.append(v2.RandomCrop(_pair(crop_size), pad_if_needed=True, fill=fill))
     if elastic > 0:
         steps.append(ElasticGrid(std=float(elastic)))
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=float(color_jitter), contrast=float(color_jitter)))
     steps.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(steps)
 

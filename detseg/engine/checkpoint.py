@@ -69,6 +69,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def inference_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights to predict with: the moving average of a run trained with ``ema`` (the weights its
+    validation metrics were measured on), else the trained weights."""
+    if "ema" in state:
+        return state["ema"]["model"]
+    if "model" not in state:
+        raise ValueError("the checkpoint holds no model weights (no 'model' entry)")
+    return state["model"]
+
+
 def rng_state() -> dict[str, Any]:
     """The state of every random generator training touches: python, numpy, torch CPU and CUDA."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

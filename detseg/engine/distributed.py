@@ -67,6 +67,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    """The smallest value over processes (in place when distributed; unchanged for one process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every process's ``obj``, in rank order (a list of one for a single process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

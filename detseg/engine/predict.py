@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from detseg.engine.checkpoint import load_checkpoint
+from detseg.engine.checkpoint import inference_weights, load_checkpoint
 from detseg.engine.tasks import class_logits
 from detseg.engine.tta import with_tta
 
@@ -41,7 +41,7 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple
     state = load_checkpoint(weights, map_location=device)
     meta = dict(state.get("meta", {}))
     model = build_model(meta)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(inference_weights(state))
     return model.to(device).eval(), meta
 
 

@@ -29,7 +29,9 @@ def train(
     vflip: float = 0.0,
     rotate: float = 0.0,
     elastic: float = 0.0,
+    color_jitter: float = 0.0,
     zoom_out: float = 4.0,
+    iou_crop: bool = True,
     pretrained: str | None = None,
     model_args: dict[str, Any] | None = None,
     train_split: str = "train",
@@ -39,6 +41,7 @@ def train(
     distill: float | None = None,
     temperature: float | None = None,
     new_head: bool = False,
+    pseudo_labels: float | None = None,
     **config: Any,
 ) -> dict[str, Any]:
     """Train zoo model ``model`` on the spec ``data``; ``config`` holds :class:`TrainConfig` fields.
@@ -57,6 +60,8 @@ def train(
     - ``extend_from``: a detseg checkpoint trained on classes that the data's class list starts with;
       its head is extended to the new classes keeping the old classes' weights. ``distill`` (> 0) adds
       Learning-without-Forgetting distillation of its outputs on the old classes at ``temperature``.
+      ``pseudo_labels`` (a score threshold, e.g. 0.5) labels the old objects that the new data leave
+      unlabelled with the old model's confident predictions (:mod:`detseg.transfer.pseudo`).
     """
     import torch
 
@@ -83,12 +88,13 @@ def train(
         resume = Path(out) / "last.pt"
         if not resume.is_file():
             raise FileNotFoundError(f"--resume: no {resume} to continue (train without --resume first)")
-    settings = _transfer_settings(resume, config, extend_from, distill, temperature, new_head)
-    extend_from, distill, temperature, new_head = (
+    settings = _transfer_settings(resume, config, extend_from, distill, temperature, new_head, pseudo_labels)
+    extend_from, distill, temperature, new_head, pseudo_labels = (
         settings["extend_from"],
         settings["distill"],
         settings["temperature"],
         settings["new_head"],
+        settings["pseudo_labels"],
     )
     source = _source_checkpoint(extend_from, pretrained, model, spec.task)
     if source is not None and not img_size and source["meta"].get("img_size"):
@@ -117,14 +123,14 @@ def train(
 
             train_tf = segmentation_train_preset(
                 size, tuple(scale_range), ignore_index=spec.ignore_index, vflip_prob=vflip, rotate=rotate,
-                elastic=elastic,
+                elastic=elastic, color_jitter=color_jitter,
             )
             val_tf, collate = segmentation_eval_preset(), collate_segmentation
         else:
             from detseg.data.transforms import detection_eval_preset, detection_train_preset
 
             train_tf, val_tf, collate = (
-                detection_train_preset(size, zoom_out_range=(1.0, float(zoom_out))),
+                detection_train_preset(size, zoom_out_range=(1.0, float(zoom_out)), iou_crop=iou_crop),
                 detection_eval_preset(size),
                 collate_detection,
             )
@@ -161,13 +167,20 @@ def train(
         torch.manual_seed(int(config.get("seed", 0)))  # the same initial weights in every process
         net = create_model(model, **kwargs)
         transfer = _apply_source(net, model, kwargs, source, classes, extend_from, new_head)
-        transfer.update(distill=distill, temperature=temperature, new_head=new_head)
+        transfer.update(
+            distill=distill, temperature=temperature, new_head=new_head, pseudo_labels=pseudo_labels
+        )
         if transfer.get("summary") and dist_info.is_main and not config.get("quiet"):
             print(f"detseg train: {transfer['summary']}", file=sys.stderr)
+        old_model = _build_source_model(model, source) if distill or pseudo_labels else None
         if distill:
             from detseg.transfer.lwf import LwFTask
 
-            task = LwFTask(task, net, _build_source_model(model, source), distill, temperature)
+            task = LwFTask(task, net, old_model, distill, temperature)
+        if pseudo_labels:
+            from detseg.transfer.pseudo import PseudoLabelTask
+
+            task = PseudoLabelTask(task, old_model, pseudo_labels)
         meta = {
             "task": spec.task,
             "model": model,
@@ -193,7 +206,9 @@ def train(
             "vflip": vflip,
             "rotate": rotate,
             "elastic": elastic,
+            "color_jitter": color_jitter,
             "zoom_out": zoom_out,
+            "iou_crop": iou_crop,
             "model_args": model_args or {},
         }
         trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
@@ -227,6 +242,7 @@ def _transfer_settings(
     distill: float | None,
     temperature: float | None,
     new_head: bool,
+    pseudo_labels: float | None = None,
 ) -> dict[str, Any]:
     """The transfer settings of this run; resuming, those of the run it continues (a different explicit
     value is refused: the optimizer's groups, the frozen layers and the teacher must stay the same)."""
@@ -240,6 +256,7 @@ def _transfer_settings(
         "distill": distill,
         "temperature": temperature,
         "new_head": new_head or None,
+        "pseudo_labels": pseudo_labels,
     }
     if resume is not None:
         state = load_checkpoint(resume)
@@ -249,7 +266,8 @@ def _transfer_settings(
         # e.g. no --lr-backbone, whose optimizer has no backbone groups to load.
         saved = {k: saved_cfg[k] for k in ("freeze", "lr_backbone") if k in saved_cfg}
         if "transfer" in saved_meta:
-            saved.update({k: saved_tr.get(k) for k in ("extend_from", "distill", "temperature", "new_head")})
+            keys = ("extend_from", "distill", "temperature", "new_head", "pseudo_labels")
+            saved.update({k: saved_tr.get(k) for k in keys})
         for key, value in saved.items():
             if given[key] is None:
                 given[key] = value
@@ -268,7 +286,13 @@ def _transfer_settings(
         raise ValueError(f"--distill must be >= 0, got {distill_weight}")
     if distill_weight and not given["extend_from"]:
         raise ValueError("--distill needs --extend-from CHECKPOINT: the old model whose outputs it keeps")
+    pseudo = float(given["pseudo_labels"] or 0.0)
+    if not 0.0 <= pseudo <= 1.0:
+        raise ValueError(f"--pseudo-labels is a score threshold in (0, 1], got {pseudo}")
+    if pseudo and not given["extend_from"]:
+        raise ValueError("--pseudo-labels needs --extend-from CHECKPOINT: the old model that labels")
     return {
+        "pseudo_labels": pseudo or None,
         "extend_from": given["extend_from"],
         "distill": distill_weight,
         "temperature": float(given["temperature"] or 2.0),
@@ -285,7 +309,7 @@ def _differs(given: Any, saved: Any, key: str) -> bool:
         return parse_freeze(given) != parse_freeze(saved)
     if key == "new_head":
         return bool(given) != bool(saved)
-    if key == "distill":
+    if key in ("distill", "pseudo_labels"):
         return float(given or 0.0) != float(saved or 0.0)
     return given != saved
 
@@ -321,7 +345,9 @@ def _source_checkpoint(
         raise ValueError(f"{path}: the checkpoint is a {meta['model']!r} model, not {model!r}")
     if meta.get("task") not in (None, task):
         raise ValueError(f"{path}: the checkpoint is a {meta['task']} model, the data is for {task}")
-    return {"path": str(path), "state": loaded["model"], "meta": meta}
+    from detseg.engine.checkpoint import inference_weights
+
+    return {"path": str(path), "state": inference_weights(loaded), "meta": meta}
 
 
 def _apply_source(

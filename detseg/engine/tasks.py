@@ -22,7 +22,7 @@ from torch import nn
 
 from detseg.engine import distributed
 
-SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice", "bce", "balanced-bce")
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice", "lovasz", "ce+lovasz", "bce", "balanced-bce")
 
 
 def class_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -62,8 +62,8 @@ def build_segmentation_loss(
 ) -> nn.Module:
     """A loss ``f(logits [B,K,H,W], target [B,H,W] int64) -> scalar`` by name (see ``SEGMENTATION_LOSSES``).
 
-    ce, dice, ce+dice come from ``detseg.losses.segmentation_loss``; bce and balanced-bce are for two
-    classes with a one-channel model output (the task's ``out_channels``).
+    ce, dice, ce+dice, lovasz, ce+lovasz come from ``detseg.losses.segmentation_loss``; bce and
+    balanced-bce are for two classes with a one-channel model output (the task's ``out_channels``).
     """
     if name not in SEGMENTATION_LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(SEGMENTATION_LOSSES)}")

@@ -140,6 +140,9 @@ def _check_sha256(path: Path, expected: str) -> None:
 
 def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
+        ema = obj.get("ema")
+        if isinstance(ema, Mapping) and isinstance(ema.get("model"), Mapping):
+            obj = {"model": ema["model"]}  # a run trained with --ema: the averaged weights it was scored on
         for key in ("model", "state_dict", "model_state"):
             inner = obj.get(key)
             tensors = isinstance(inner, Mapping) and all(isinstance(v, torch.Tensor) for v in inner.values())

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detseg.transfer.wrapper import OldModelTask
+
 
 def distillation_loss(
     new_logits: Tensor, old_logits: Tensor, temperature: float = 2.0, kind: str = "softmax"
@@ -79,7 +81,7 @@ class _Capture:
         return hook
 
 
-class LwFTask:
+class LwFTask(OldModelTask):
     """A task wrapper adding LwF distillation to ``task``'s training loss; evaluation is ``task``'s.
 
     ``old_model`` is the model before extension (``K_old`` classes); ``model`` the extended one being
@@ -95,11 +97,8 @@ class LwFTask:
         from detseg.models.torchvision_detectors import FasterRCNNDetector, RetinaNetDetector
         from detseg.nn.segmenter import Segmenter
 
-        self.task, self.weight, self.temperature = task, float(weight), float(temperature)
-        self.old_model = old_model.eval()
-        for p in self.old_model.parameters():
-            p.requires_grad_(False)
-        self.name, self.main_metric = task.name, task.main_metric
+        super().__init__(task, old_model)
+        self.weight, self.temperature = float(weight), float(temperature)
         if isinstance(model, (Segmenter, ImageClassifier)) or task.name in ("segment", "classify"):
             self.family, names, outs = "segment", [""], {""}  # the model's output: logits, classes in dim 1
         elif isinstance(model, (SSDDetector, RetinaNetDetector)):
@@ -115,15 +114,6 @@ class LwFTask:
             raise ValueError(f"LwF distillation does not know the outputs of a {type(model).__name__}")
         self.kind = "sigmoid" if isinstance(model, RetinaNetDetector) else "softmax"
         self.capture = _Capture(model, names, outs)
-
-    @property
-    def out_channels(self) -> int:
-        return self.task.out_channels
-
-    def __getattr__(self, name: str) -> Any:  # eval_begin, eval_step, eval_end, coco_inputs, ...
-        if name == "task":  # not set yet (copy, pickle): no endless recursion
-            raise AttributeError(name)
-        return getattr(self.task, name)
 
     def _old_and_new(self) -> tuple[Tensor, Tensor]:
         """(new model's logits on the old classes, with their graph; old model's logits), classes last."""

@@ -24,6 +24,8 @@ CLAIMS = {
     "lwf_keeps_old": "adding a class with LwF keeps >= 95 % of the old classes' score",
     "naive_forgets": "naive fine-tuning on the new class alone keeps less of the old classes than LwF",
     "lwf_learns_new": "the new class reaches >= 80 % of the score joint training gives it",
+    "pseudo_keeps_old": "adding a class with LwF and old-class pseudo-labels keeps >= 95 % of the old score",
+    "pseudo_learns_new": "with pseudo-labels too, the new class reaches >= 80 % of joint training's score",
 }
 KEEP_OLD_PCT, NEW_OF_JOINT_PCT = 95.0, 80.0
 #: Differences smaller than this (metric in 0..1; 1 point of % for the add-a-class percentages) are
@@ -198,6 +200,12 @@ def check_claims(report: dict[str, Any]) -> list[dict[str, Any]]:
             f"the new class with LwF reaches {_fmt(lwf_new, pct=True)} of joint training's {metric}",
         )
     )
+    if "pseudo" in add:  # the run with pseudo-labels, when the study made one
+        kept, new = add["pseudo"].get("old_kept_pct"), add["pseudo"].get("new_pct_of_joint")
+        detail = f"LwF + pseudo-labels keeps {_fmt(kept, pct=True)} of the old classes' {metric}"
+        out.append(_claim("pseudo_keeps_old", None if kept is None else kept >= KEEP_OLD_PCT, detail))
+        detail = f"the new class reaches {_fmt(new, pct=True)} of joint training's {metric}"
+        out.append(_claim("pseudo_learns_new", None if new is None else new >= NEW_OF_JOINT_PCT, detail))
     return out
 
 

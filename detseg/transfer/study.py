@@ -17,7 +17,9 @@
 3. Adding a class (``add_class``: a spec whose classes are the source's plus new ones, all labelled):
    ``lwf`` extends the head and trains on the new-class data with Learning-without-Forgetting
    distillation; ``naive`` extends the head and fine-tunes on the new-class data alone; ``joint`` extends
-   the head and trains on every class's labels. Reported: the old classes' metric kept (% of the source
+   the head and trains on every class's labels; with ``pseudo_labels`` (a score threshold), ``pseudo``
+   adds the old model's confident predictions as labels for the old objects to LwF's run
+   (:mod:`detseg.transfer.pseudo`). Reported: the old classes' metric kept (% of the source
    model's) and the new class's metric as % of joint training's.
 
 Metric: AP50 (detection, COCO's 101-point AP at IoU 0.5) or mIoU (segmentation), on each domain's
@@ -44,6 +46,7 @@ MODE_LABELS = {
     "fine_tuning": "fine-tuning (all layers)",
     "scratch": "from scratch",
     "lwf": "extended head + LwF distillation",
+    "pseudo": "extended head + LwF + old-class pseudo-labels",
     "naive": "extended head, fine-tuned on the new class alone",
     "joint": "extended head, joint training (all classes labelled)",
 }
@@ -73,6 +76,7 @@ def run_study(
     add_class: str | Path | None = None,
     new_class_data: str | Path | None = None,
     distill: float = 1.0,
+    pseudo_labels: float | None = None,
     source_split: str | None = None,
     target_split: str | None = None,
     quiet: bool = True,
@@ -114,7 +118,7 @@ def run_study(
             model_args=dict(model_args or {}),
             **(train_args or {}),
         ),
-        total=_count_steps(plan, source_weights, add_class),
+        total=_count_steps(plan, source_weights, add_class, pseudo_labels),
     )
     domains = {"source": (str(source), src_split), "target": (str(target), tgt_split)}
 
@@ -179,7 +183,7 @@ def run_study(
     # 3. Adding a class.
     if add_class is not None:
         report["add_class"] = _add_class_study(
-            runner, src_ckpt, src_classes, add_class, add_split, new_class_data, distill, out
+            runner, src_ckpt, src_classes, add_class, add_split, new_class_data, distill, out, pseudo_labels
         )
     report["claims"] = check_claims(report)
     write_report(report, out)
@@ -238,9 +242,10 @@ def _eval_split(spec, split: str | None, which: str) -> str:
     )
 
 
-def _count_steps(plan: dict, source_weights, add_class) -> int:
+def _count_steps(plan: dict, source_weights, add_class, pseudo_labels=None) -> int:
     trained = [m for m in plan["modes"] if m != "as_is"]
-    return (0 if source_weights else 1) + len(trained) + (len(ADD_CLASS_MODES) if add_class else 0)
+    add = len(ADD_CLASS_MODES) + bool(pseudo_labels) if add_class else 0
+    return (0 if source_weights else 1) + len(trained) + add
 
 
 def _checkpoint_classes(ckpt: str | Path) -> list[str]:
@@ -435,6 +440,7 @@ def _add_class_study(
     new_only: str | Path | None,
     distill: float,
     out: Path,
+    pseudo_labels: float | None = None,
 ) -> dict[str, Any]:
     """LwF vs naive fine-tuning on the new class alone vs joint training; old and new classes' metric."""
     classes = _data_classes(joint, split)
@@ -456,12 +462,16 @@ def _add_class_study(
         "old_classes": old_scored,
         "new_classes": new_classes,
         "distill": distill,
+        "pseudo_labels": pseudo_labels,
         "before_old": _mean([before[c] for c in old_scored]),
         "rows": [],
     }
-    for mode in ADD_CLASS_MODES:
+    modes = ("lwf", "pseudo", "naive", "joint") if pseudo_labels else ADD_CLASS_MODES
+    for mode in modes:
         data = joint if mode == "joint" else new_only
-        extra = {"distill": distill} if mode == "lwf" else {}
+        extra = {"distill": distill} if mode in ("lwf", "pseudo") else {}
+        if mode == "pseudo":
+            extra["pseudo_labels"] = pseudo_labels
         ckpt = runner.train(f"add_{mode}", data, extend_from=str(src_ckpt), **extra)
         per_class = runner.score(f"add_{mode}", ckpt, str(joint), split)["per_class"]
         result["rows"].append(

@@ -104,7 +104,7 @@ def build(
     arguments (a tiny build for tests). ``out``: where the data and the run go (default: a temporary
     folder, removed afterwards). ``figures``: the figures file to record the accuracy in.
     """
-    from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
+    from detseg.engine.checkpoint import inference_weights, load_checkpoint, save_checkpoint
     from detseg.engine.run import train
     from detseg.models.backbones import file_sha256
     from detseg.zoo.figures import how_obtained, record_figures
@@ -139,7 +139,8 @@ def build(
     # seed give the same bytes (and SHA-256) wherever it is built.
     meta = {**best.get("meta", {}), "data": recipe.get("spec") if "synth" not in recipe else data,
             "zoo": name, "recipe": _plain(recipe)}
-    path = save_checkpoint({"model": best["model"], "meta": meta, "metrics": best.get("metrics", {})},
+    weights = inference_weights(best)  # a recipe trained with ema: the averaged weights it was scored on
+    path = save_checkpoint({"model": weights, "meta": meta, "metrics": best.get("metrics", {})},
                            zoo_home() / f"{name}.pt")
     sha256 = file_sha256(path)
     how = how_obtained(_command(name, train_overrides, synth_overrides), device=device)

@@ -242,6 +242,41 @@ def test_detection_preset_zoom_out_can_be_switched_off():
     assert out_image.shape == (3, 64, 64) and len(out["boxes"]) > 0
 
 
+def test_detection_preset_without_iou_crop_keeps_every_box_in_place():
+    assert any(isinstance(t, v2.RandomIoUCrop) for t in detection_train_preset(64).transforms.transforms)
+    preset = detection_train_preset(
+        64, zoom_out_range=(1, 1), photometric=False, hflip_prob=0.0, iou_crop=False
+    )
+    assert not any(isinstance(t, v2.RandomIoUCrop) for t in preset.transforms.transforms)
+    image, target = sample(4)
+    h, w = image.shape[-2:]
+    for seed in range(5):  # nothing random is left: every box comes back, scaled to 64 x 64
+        torch.manual_seed(seed)
+        _, out = preset(image, target)
+        scale = torch.tensor([64 / w, 64 / h, 64 / w, 64 / h])
+        torch.testing.assert_close(out["boxes"].as_subclass(torch.Tensor), target["boxes"] * scale)
+        assert torch.equal(out["labels"], target["labels"])
+
+
+def test_segmentation_color_jitter_changes_exposure_only():
+    image, target = sample(2, channels=1)
+    h, w = image.shape[-2:]
+    preset = segmentation_train_preset((h, w), scale_range=(1.0, 1.0), hflip_prob=0.0, color_jitter=0.5)
+    changed = 0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out_image, out = preset(image, {"semantic": target["semantic"]})
+        assert torch.equal(out["semantic"], target["semantic"])  # the mask is untouched
+        assert out_image.shape == (1, h, w) and out_image.dtype == torch.float32
+        before, after = image.flatten().float(), out_image.flatten()
+        order = before.argsort()
+        assert (after[order].diff() >= -1e-6).all()  # brightness and contrast keep the order of grey levels
+        changed += not torch.allclose(after, before / 255)
+    assert changed == 4
+    plain = segmentation_train_preset((h, w), scale_range=(1.0, 1.0), hflip_prob=0.0)
+    assert torch.allclose(plain(image, {"semantic": target["semantic"]})[0], image.float() / 255)
+
+
 def test_elastic_grid_moves_image_and_mask_together_and_smoothly():
     from detseg.data.transforms import ElasticGrid
 

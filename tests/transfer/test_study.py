@@ -60,6 +60,7 @@ def seg_study(domains, tmp_path_factory):
         "unet",
         out,
         add_class=domains / "joint/segment.yaml",
+        pseudo_labels=0.5,
         **SEG,
     )
     return out, report
@@ -68,14 +69,15 @@ def seg_study(domains, tmp_path_factory):
 def test_report_has_every_row_and_file(seg_study):
     out, report = seg_study
     assert [r["mode"] for r in report["rows"]] == list(MODES)
-    assert [r["mode"] for r in report["add_class"]["rows"]] == list(ADD_CLASS_MODES)
+    assert [r["mode"] for r in report["add_class"]["rows"]] == ["lwf", "pseudo", "naive", "joint"]
+    assert ADD_CLASS_MODES == ("lwf", "naive", "joint")  # without pseudo_labels
     assert report["metric"] == "mIoU" and report["add_class"]["new_classes"] == ["star"]
     text = (out / "report.md").read_text()
     for row in report["rows"] + report["add_class"]["rows"]:
         assert row["label"] in text
     assert (
-        len(report["claims"]) == 9
-        and sum(text.count(f"**{s}**") for s in ("held", "did not hold", "too close to call", "n/a")) == 9
+        len(report["claims"]) == 11
+        and sum(text.count(f"**{s}**") for s in ("held", "did not hold", "too close to call", "n/a")) == 11
     )
     assert json.loads((out / "report.json").read_text())["rows"][2]["target"] == report["rows"][2]["target"]
     png = cv2.imread(str(out / "report.png"))
@@ -86,6 +88,7 @@ def test_report_has_every_row_and_file(seg_study):
         "fine_tuning",
         "scratch",
         "add_lwf",
+        "add_pseudo",
         "add_naive",
         "add_joint",
     ):
@@ -129,9 +132,11 @@ def test_each_run_starts_from_what_it_says(seg_study):
     assert not torch.allclose(scratch[encoder[0]], src[encoder[0]])
     meta = load_checkpoint(out / "runs/feature_extraction/last.pt")["meta"]["transfer"]
     assert meta["new_head"] and meta["replaced"]
-    for mode in ADD_CLASS_MODES:
+    for mode in (*ADD_CLASS_MODES, "pseudo"):
         state = load_checkpoint(out / f"runs/add_{mode}/last.pt")["model"]
         assert state["head.weight"].shape[0] == src["head.weight"].shape[0] + 1
+    transfer = load_checkpoint(out / "runs/add_pseudo/last.pt")["meta"]["transfer"]
+    assert (transfer["pseudo_labels"], transfer["distill"]) == (0.5, 1.0)
 
 
 def test_rerun_skips_finished_runs_and_resumes_stopped_ones(seg_study, domains, capsys):
@@ -146,10 +151,11 @@ def test_rerun_skips_finished_runs_and_resumes_stopped_ones(seg_study, domains, 
         "unet",
         out,
         add_class=domains / "joint/segment.yaml",
+        pseudo_labels=0.5,
         **SEG,
     )
     err = capsys.readouterr().err
-    assert err.count("finished before, skipped") == 6
+    assert err.count("finished before, skipped") == 7
     assert "scratch: resuming" in err and "training on" not in err
     for a, b in zip(report["rows"], again["rows"], strict=True):
         assert a["source"] == b["source"] and a["target"] == b["target"]
@@ -255,6 +261,17 @@ def test_claims_hold_on_the_lecture_pattern():
     }
     add = {"lwf": (97.0, 85.0), "naive": (20.0, 110.0), "joint": (99.0, 100.0)}
     assert set(_statuses(_report(rows, 0.90, add)).values()) == {"held"}
+
+
+def test_pseudo_label_claims_are_judged_when_that_run_exists():
+    rows = {"fine_tuning": (0.5, 0.85)}
+    base = {"lwf": (90.0, 85.0), "naive": (20.0, 110.0), "joint": (99.0, 100.0)}
+    assert "pseudo_keeps_old" not in _statuses(_report(rows, 0.9, base))
+    got = _statuses(_report(rows, 0.9, {**base, "pseudo": (96.0, 81.0)}))
+    assert (got["pseudo_keeps_old"], got["pseudo_learns_new"]) == ("held", "held")
+    assert got["lwf_keeps_old"] == "did not hold"
+    got = _statuses(_report(rows, 0.9, {**base, "pseudo": (94.0, 79.0)}))
+    assert (got["pseudo_keeps_old"], got["pseudo_learns_new"]) == ("did not hold", "did not hold")
 
 
 def test_claims_fail_where_the_numbers_say_otherwise():
@@ -363,11 +380,13 @@ def test_cli_runs_the_study_and_prints_the_report(seg_study, domains, capsys):
             "depth=2",
             "--add-class",
             str(domains / "joint/segment.yaml"),
+            "--pseudo-labels",
+            "0.5",
         ]
     )
     captured = capsys.readouterr()
     assert code == 0
-    assert captured.err.count("finished before, skipped") == 7
+    assert captured.err.count("finished before, skipped") == 8
     assert "| fine-tuning (all layers) |" in captured.out and "claims held" in captured.out
 
 
