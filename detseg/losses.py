@@ -189,10 +189,10 @@ def lovasz_softmax_loss(
     For each class, the pixel errors ``|[y = c] - p_c|`` sorted in decreasing order are weighted by the
     gradient of the Lovasz extension of the Jaccard loss; the result is the mean over classes (those
     present in the target, by default; with ``classes_present_only=False`` an absent class adds its
-    largest probability, the cost of a false positive). On one-hot predictions it equals ``1 - IoU`` averaged over the
-    classes, so it optimises the mean IoU that segmentation is scored by. ``per_image`` averages the
-    loss of each image instead of computing it over the whole batch. Ignored pixels are left out; a
-    batch with nothing to learn from gives 0 (still in the graph).
+    largest probability, the cost of a false positive). On one-hot predictions it equals ``1 - IoU``
+    averaged over the classes, so it optimises the mean IoU that segmentation is scored by.
+    ``per_image`` averages the loss of each image instead of computing it over the whole batch.
+    Ignored pixels are left out; a batch with nothing to learn from gives 0 (still in the graph).
     """
     if logits.ndim != target.ndim + 1 or (logits.shape[0], *logits.shape[2:]) != tuple(target.shape):
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")

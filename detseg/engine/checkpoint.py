@@ -7,7 +7,12 @@ A checkpoint is a plain dict::
      "epoch": int, "batch_in_epoch": int, "step": int,     # where training stands
      "rng": {"python": ..., "numpy": ..., "torch": ByteTensor, "cuda": [ByteTensor, ...]},
      "config": dict, "meta": {"task", "model", "model_kwargs", "classes", "values", ...},
-     "metrics": dict, "best": dict}
+     "metrics": dict, "best": dict,
+     "elapsed": seconds trained, "total_steps": int,        # the --time budget's account and plan
+     "ema": {"model": state_dict, "updates": int, "decay": float}}   # with --ema only
+
+Prediction, evaluation and ``--pretrained`` read :func:`inference_weights`: the averaged weights when
+the run kept them, else ``"model"``.
 
 Only tensors, numbers, strings, lists, tuples and dicts go in, so ``torch.load(weights_only=True)``
 (which refuses arbitrary pickled objects) reads it; the numpy RNG state is stored as a tensor for that.

@@ -493,6 +493,12 @@ class Trainer:
                         if self.dist.enabled:  # every process stops where the soonest plan says
                             steps = torch.tensor([self.total_steps], dtype=torch.int64, device=self.device)
                             self._set_total_steps(int(distributed.all_reduce_min(steps)[0]))
+                        if self.step >= self.total_steps and f"val_{self.task.main_metric}" not in row:
+                            # The plan ends at this epoch, which was not due for evaluation: the last one is.
+                            last_metrics = self.evaluate()
+                            row.update({f"val_{k}": v for k, v in last_metrics.items()})
+                            row["seconds"] = round(self.clock() - epoch_start, 3)
+                            self.elapsed = elapsed_before + self.clock() - start
                 self._update_best(last_metrics if f"val_{self.task.main_metric}" in row else {})
                 logger.log_epoch(row)
                 self.history.append(row)

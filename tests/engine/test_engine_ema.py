@@ -145,6 +145,10 @@ def test_time_budget_fits_the_epochs_and_the_schedule(tmp_path):
     t.clock = clock
     t.fit()
     assert t.step == 5 and clock.now == pytest.approx(11.0)  # 3 x 1 s, then 4 s + 4 s passes 10 s
+    # A budget that ends at an epoch not due for evaluation: that last epoch is evaluated all the same.
+    t = timed_trainer(tmp_path / "e", FakeClock(), 1.0, epochs=None, time=5 / 60, eval_interval=3)
+    t.fit()
+    assert t.step == 3 and "val_miou" in t.history[-1] and (tmp_path / "e" / "best.pt").is_file()
     with pytest.raises(ValueError, match="epochs, iters or a time budget"):
         make_trainer(tmp_path / "d", epochs=None)
 
