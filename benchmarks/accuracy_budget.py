@@ -1,0 +1,111 @@
+"""The accuracy each recipe reaches within a wall-clock training budget here, beside the issue's target.
+
+    python benchmarks/accuracy_budget.py ssdlite-shapes            # SSDLite on `detseg synth`, 15 min
+    python benchmarks/accuracy_budget.py rfcn-shapes               # R-FCN (ResNet-50) on the same, 30 min
+    python benchmarks/accuracy_budget.py raccoon                   # SSDLite on raccoon's 160 images, 30 min
+    python benchmarks/accuracy_budget.py unet-membrane             # U-Net on ISBI membrane, 15 min
+    python benchmarks/accuracy_budget.py ssdlite-shapes --minutes 5 --threads 1 --out runs/budget
+
+Each preset is one ``detseg train`` command with ``--time MINUTES`` (the epochs and the learning-rate
+schedule are fitted to the budget, evaluation included), run from scratch with a fixed seed; then the
+saved model is scored on the held-out split with ``detseg.engine.run.evaluate`` and the figure is
+printed beside the target. The synthetic data are generated (seed 0) into the output folder; the real
+data are read from ../shared/data through examples/*.yaml. Nothing is downloaded.
+
+Models are chosen by the validation split during training only where that split is not the one
+reported: raccoon has no validation split (its 40 test images are scored once, on the last weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name -> (data, split scored, metric, target, minutes, train arguments after --data)
+PRESETS: dict[str, dict] = {
+    "ssdlite-shapes": dict(
+        data="synth", split="val", metric="AP50", target=0.90, minutes=15,
+        args="--model ssdlite320_mobilenet_v3_large --img-size 256 --model-arg size=256 "
+        "--model-arg min_scale=0.1 --model-arg max_scale=0.6 --batch-size 16 --optimizer adamw --lr 3e-3 "
+        "--weight-decay 1e-4 --schedule cosine --warmup 100 --zoom-out 1 --no-iou-crop --ema 0.99 "
+        "--channels-last --eval-interval 3",
+    ),
+    "rfcn-shapes": dict(
+        data="synth", split="val", metric="AP50", target=0.80, minutes=30,
+        args="--model rfcn_resnet50 --img-size 256 --model-arg min_size=256 --model-arg max_size=256 "
+        "--model-arg anchor_sizes=[16,32,64,128] --batch-size 4 --optimizer adamw --lr 1e-3 "
+        "--weight-decay 1e-4 --clip-grad 10 --schedule cosine --warmup 100 --zoom-out 1 --no-iou-crop "
+        "--ema 0.99 --channels-last --eval-interval 2",
+    ),
+    "raccoon": dict(
+        data=str(REPO / "examples/raccoon.yaml"), split="test", metric="AP50", target=None, minutes=30,
+        args="--model ssdlite320_mobilenet_v3_large --img-size 320 --batch-size 16 --optimizer adamw "
+        "--lr 3e-3 --weight-decay 1e-4 --schedule cosine --warmup 100 --zoom-out 2 --ema 0.99 "
+        "--channels-last --val-split none",
+    ),
+    "unet-membrane": dict(
+        data=str(REPO / "examples/membrane.yaml"), split="val", metric="miou", target=0.80, minutes=15,
+        args="--model unet --model-arg width=16 --img-size 256 --batch-size 4 --optimizer adamw --lr 2e-3 "
+        "--schedule cosine --warmup 10 --scale-range 0.8 1.25 --color-jitter 0.3 --loss ce+lovasz "
+        "--class-weights 1.5 1 --ema 0.99 --channels-last --eval-interval 5",
+    ),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("preset", choices=sorted(PRESETS))
+    parser.add_argument("--minutes", type=float, help="training budget (default: the preset's)")
+    parser.add_argument("--out", type=Path, help="work folder (default runs/budget/PRESET)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra", default="", help="more `detseg train` arguments, one string")
+    args = parser.parse_args()
+
+    import torch
+
+    from detseg.cli import main as detseg
+    from detseg.engine.run import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = PRESETS[args.preset]
+    minutes = args.minutes or preset["minutes"]
+    out = args.out or Path("runs/budget") / args.preset
+    data = preset["data"]
+    if data == "synth":
+        data = str(out / "data" / "detect.yaml")
+        if not Path(data).is_file() and detseg(["synth", str(out / "data"), "--seed", "0"]) != 0:
+            return 1
+    command = ["train", "--data", data, *shlex.split(preset["args"]), *shlex.split(args.extra)]
+    command += ["--time", str(minutes), "--seed", str(args.seed), "--device", args.device]
+    command += ["--out", str(out / "run"), "--quiet"]
+    print("detseg " + shlex.join(command), file=sys.stderr)
+    start = time.perf_counter()
+    if detseg(command) != 0:
+        return 1
+    seconds = time.perf_counter() - start
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    metric, target = preset["metric"], preset["target"]
+    last = evaluate(out / "run" / "last.pt", data, preset["split"], device=device)[metric]
+    line = f"{args.preset}: {metric} {last:.4f} on {preset['split']} with the last weights"
+    best = last
+    if "--val-split none" not in preset["args"]:
+        # best.pt was chosen by this very split during training: an optimistic figure, shown as such.
+        best = evaluate(out / "run" / "best.pt", data, preset["split"], device=device)[metric]
+        line += f", {best:.4f} with the best epoch's (chosen on that split)"
+    if target is not None:
+        verdict = "met" if last >= target else ("met by the best epoch only" if best >= target else "NOT met")
+        line += f" (target {target:.2f}: {verdict})"
+    print(f"{line}; {seconds / 60:.1f} min for a {minutes:g} min budget, {torch.get_num_threads()} threads")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
