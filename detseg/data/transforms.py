@@ -221,6 +221,7 @@ def segmentation_train_preset(
     ``color_jitter``: brightness and contrast each multiplied by a factor drawn from [1 - j, 1 + j]
     (``v2.ColorJitter``, the image only), for data whose images differ in exposure, such as the
     sections of an electron-microscopy stack; 0 for none.
+
     For images with no up or down (microscopy, aerial views): ``vflip_prob`` flips vertically and
     ``rotate`` turns by an angle drawn from [-rotate, rotate] degrees before the crop (the corners it
     brings in are 0 in the image and ``ignore_index`` in the mask, so they do not count). ``elastic``:

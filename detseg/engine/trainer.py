@@ -303,11 +303,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         for factor, shape in zip(self.scheduler.lr_lambdas, shapes, strict=True):
             factor.__dict__.update(shape)
-        t = self.scheduler.last_epoch
-        for group, base, factor in zip(
-            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * factor(t)
+        self._apply_schedule()
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.elapsed = float(state.get("elapsed", 0.0))
@@ -317,6 +313,14 @@ class Trainer:
         self.best = dict(state.get("best", {}))
         return state
 
+    def _apply_schedule(self) -> None:
+        """Set every group's learning rate to what the schedule's (possibly changed) shape gives now."""
+        t = self.scheduler.last_epoch
+        for group, base, factor in zip(
+            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(t)
+
     # ----------------------------------------------------------------------------------- time budget
     def _set_total_steps(self, total: int) -> None:
         """Train for ``total`` steps in all; the schedule ends there too."""
@@ -324,21 +328,15 @@ class Trainer:
         self.total_epochs = math.ceil(total / self.steps_per_epoch)
         for factor in self.scheduler.lr_lambdas:
             factor.total_iters = total
-        t = self.scheduler.last_epoch
-        for group, base, factor in zip(
-            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * factor(t)
+        self._apply_schedule()
 
     def _replan(self, epoch_seconds: list[float]) -> None:
-        """Fit the whole epochs still to run into what is left of the time budget (the mean epoch of
-        this session, evaluation included, as the estimate); never beyond epochs/iters."""
+        """At the end of an epoch, fit the whole epochs still to run into what is left of the time budget
+        (the mean epoch of this session, evaluation included, as the estimate); never beyond epochs/iters."""
         per_epoch = sum(epoch_seconds) / len(epoch_seconds)
         left = self.cfg.time * 60.0 - self.elapsed
         epochs_left = max(0, int(left // per_epoch)) if per_epoch > 0 else 0
-        # From the end of the epoch in progress (or just finished).
-        done = self.step + (self.steps_per_epoch - self.batch_in_epoch if self.batch_in_epoch else 0)
-        total = min(self.max_steps, max(self.step, done + epochs_left * self.steps_per_epoch))
+        total = min(self.max_steps, self.step + epochs_left * self.steps_per_epoch)
         if total != self.total_steps:
             self._set_total_steps(total)
 
