@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests never touch the network: weights missing from a test's own cache are refused, not downloaded
+# (the download tests serve files from 127.0.0.1 and turn this off).
+os.environ["DETSEG_OFFLINE"] = "1"
 
 try:
     import torch

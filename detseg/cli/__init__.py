@@ -19,6 +19,12 @@ class UserError(Exception):
     """A problem with the user's input: printed as one clear line, exit code 2."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a multi-line message from a library is joined with ' | ')."""
+    text = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"detseg {__version__}")
@@ -40,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     try:
         return int(func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as exc:
-        # Errors raised for bad input carry the file and the field; show them without a traceback.
-        print(f"detseg {args.command}: error: {exc}", file=sys.stderr)
+    except (UserError, OSError, ValueError) as exc:
+        # Errors raised for bad input carry the file and the field; show them without a traceback
+        # (OSError: a file that cannot be read or written, e.g. a folder where a file should be).
+        print(f"detseg {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"detseg {args.command}: interrupted", file=sys.stderr)

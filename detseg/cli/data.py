@@ -25,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--max-problems", type=int, default=50, help="problems listed per split (default 50)")
     check.set_defaults(func=run_check)
 
-    show = topics.add_parser("show", help="draw samples with boxes, labels and mask overlays to PNG")
+    show = topics.add_parser(
+        "show",
+        help="draw samples with boxes, labels and mask overlays to PNG, and a contact sheet",
+        description="One PNG per sample (enlarged to at least 512 px, class names above the boxes, a "
+        "legend of class colours) and contact_sheet.png with all of them; nothing is written when a "
+        "sample is bad.",
+    )
     show.add_argument("spec", type=Path, metavar="SPEC")
     show.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
     show.add_argument("--split", default=None, help="split to draw (default: val, else the first)")
@@ -85,43 +91,13 @@ def run_show(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     split = args.split or ("val" if "val" in spec.splits else next(iter(spec.splits)))
+    from detseg.viz.samples import draw_samples
+
     dataset = build_dataset(spec, split, skip_bad=args.skip_bad)
     written = draw_samples(dataset, args.out, args.num)
-    print(f"wrote {len(written)} images to {args.out}")
+    samples = [p for p in written if p.name != "contact_sheet.png"]
+    print(f"wrote {len(samples)} samples and contact_sheet.png to {args.out}")
     return 0
-
-
-def draw_samples(dataset, out_dir: Path, num: int) -> list[Path]:
-    """Draw the first ``num`` samples: boxes and labels (detection), mask overlays (both tasks)."""
-    import numpy as np
-
-    from detseg.viz.draw import draw_detections, overlay_mask, save_image
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for index in range(min(num, len(dataset))):
-        image, target = dataset[index]
-        canvas = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-        num_classes = len(dataset.classes)
-        if "semantic" in target:
-            canvas = overlay_mask(
-                canvas,
-                target["semantic"].numpy(),
-                num_classes,
-                ignore_index=getattr(dataset, "ignore_index", 255),
-            )
-        else:
-            if "masks" in target and len(target["masks"]):
-                # Instance masks coloured by class, blended only where an object is.
-                semantic = np.full(canvas.shape[:2], -1, dtype=np.int64)
-                for mask, label in zip(target["masks"].numpy(), target["labels"].numpy(), strict=True):
-                    semantic[mask.astype(bool)] = label
-                blended = overlay_mask(canvas, np.where(semantic < 0, 0, semantic), num_classes)
-                canvas = np.where((semantic >= 0)[..., None], blended, canvas)
-            canvas = draw_detections(canvas, target["boxes"], target["labels"], dataset.classes)
-        stem = Path(target["file_name"]).stem
-        written.append(save_image(out_dir / f"{dataset.split}_{index:03d}_{stem}.png", canvas))
-    return written
 
 
 def _names(text: str | None) -> list[str] | None:

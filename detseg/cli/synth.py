@@ -82,5 +82,8 @@ def run(args: argparse.Namespace) -> int:
             per_class[names[ann["category_id"]]] += 1
         counts = ", ".join(f"{name} {n}" for name, n in per_class.items())
         print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} objects ({counts})")
-    print(f"specs: {out / 'detect.yaml'} (detection), {out / 'segment.yaml'} (segmentation)")
+    print(
+        f"specs: {out / 'detect.yaml'} (detection), {out / 'segment.yaml'} (segmentation), "
+        f"{out / 'instance.yaml'} (instance segmentation)"
+    )
     return 0

@@ -9,6 +9,7 @@ detseg predict --weights runs/membrane/best.pt --source images/ --out prediction
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model from the zoo on a dataset spec",
         description="Train a registered model (detseg.models.zoo) on the train split of a dataset spec, "
         "evaluating on its val split every epoch; writes RUN_DIR/{last,best}.pt, log.csv, steps.csv, "
-        "loss.png, metrics.png.",
+        "loss.png, metrics.png, config.json. Options left out come from the spec's train_defaults, then "
+        "the model family's registered defaults, then detseg's (printed with their source at the start).",
     )
     p.add_argument(
         "--model", required=True, help="a registered model name (e.g. unet, ssdlite320_mobilenet_v3)"
@@ -37,16 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the budget after every epoch; with --epochs/--iters, whichever ends first",
     )
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
-    p.add_argument("--batch-size", type=int, default=4, help="global batch size (split over DDP processes)")
-    p.add_argument("--lr", type=float, help="base learning rate (default 0.01 for sgd, 0.001 for adamw)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, help="default 1e-4 for sgd, 1e-2 for adamw")
-    p.add_argument("--schedule", choices=["poly", "cosine", "constant"], default="poly")
-    p.add_argument("--warmup", type=int, default=0, metavar="ITERS", help="linear warm-up iterations")
-    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    # Settings left out (None) come from the spec's train_defaults, then the model's registered default_cfg,
+    # then detseg's base defaults (detseg.engine.config); the run prints each value with its source.
+    p.add_argument("--batch-size", type=int, help="global batch size, split over DDP processes (base: 4)")
+    p.add_argument("--lr", type=float, help="base learning rate (base: 0.01 for sgd, 0.001 for adamw)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="base: sgd")
+    p.add_argument("--momentum", type=float, help="SGD momentum (base: 0.9)")
+    p.add_argument("--weight-decay", type=float, help="base: 1e-4 for sgd, 1e-2 for adamw")
+    p.add_argument("--schedule", choices=["poly", "cosine", "constant"], help="base: poly")
+    p.add_argument("--warmup", type=int, metavar="ITERS", help="linear warm-up iterations (base: 0)")
+    p.add_argument(
+        "--amp", action="store_true", default=None, help="mixed precision (float16 on CUDA, bfloat16 on CPU)"
+    )
     p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to NORM")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="base: 0")
     p.add_argument(
         "--resume",
         nargs="?",
@@ -54,50 +60,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="continue from CHECKPOINT (default RUN_DIR/last.pt) exactly where it stopped",
     )
-    p.add_argument("--workers", type=int, default=0, help="data loading processes")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--workers", type=int, help="data loading processes (base: 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (base: auto)")
     p.add_argument(
         "--img-size",
         type=int,
         help="segmentation: random crop size in training (and prediction tile size); detection: "
-        "input size (default: the model's registered input size)",
+        "input size (default: the model's default_cfg, else its registered input size)",
     )
     p.add_argument(
         "--scale-range",
         type=float,
         nargs=2,
-        default=(0.5, 2.0),
         metavar=("MIN", "MAX"),
-        help="segmentation: random rescaling before the crop (default 0.5 2.0)",
+        help="segmentation: random rescaling before the crop (base: 0.5 2.0)",
     )
-    p.add_argument(
-        "--vflip", type=float, default=0.0, metavar="P", help="segmentation: vertical flip probability"
-    )
+    p.add_argument("--vflip", type=float, metavar="P", help="segmentation: vertical flip probability")
     p.add_argument(
         "--rotate",
         type=float,
-        default=0.0,
         metavar="DEG",
         help="segmentation: random rotation in [-DEG, DEG] degrees (new corners are ignored in the loss)",
     )
     p.add_argument(
         "--elastic",
         type=float,
-        default=0.0,
         metavar="PIXELS",
         help="segmentation: U-Net's elastic deformation, displacements of PIXELS std on a 3x3 grid (e.g. 10)",
     )
     p.add_argument(
         "--zoom-out",
         type=float,
-        default=4.0,
         metavar="MAX",
-        help="detection: SSD's zoom-out augmentation up to MAX times (default 4; 1: none), for small objects",
+        help="detection: SSD's zoom-out augmentation up to MAX times (base: 4; 1: none), for small objects",
     )
     p.add_argument(
         "--color-jitter",
         type=float,
-        default=0.0,
         metavar="J",
         help="segmentation: brightness and contrast jitter, factors in [1-J, 1+J] (e.g. 0.3)",
     )
@@ -105,19 +104,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-iou-crop",
         dest="iou_crop",
         action="store_false",
+        default=None,
         help="detection: leave out SSD's IoU-constrained random crop (short runs from scratch learn faster)",
     )
     p.add_argument(
         "--loss",
         choices=["ce", "dice", "ce+dice", "lovasz", "ce+lovasz", "bce", "balanced-bce"],
-        default="ce",
-        help="segmentation loss (bce ones: two classes, one output channel)",
+        help="segmentation loss (bce ones: two classes, one output channel; base: ce)",
     )
     p.add_argument("--class-weights", type=float, nargs="+", metavar="W", help="cross-entropy class weights")
     p.add_argument(
         "--pretrained",
         help="pre-trained weights: a name, a file, or a detseg checkpoint (RUN_DIR/best.pt) of the same "
         "model; trained on other classes, its head is replaced (the report says which tensors)",
+    )
+    p.add_argument(
+        "--backbone",
+        metavar="timm:NAME",
+        help="a timm encoder under the segmenter (unet, fcn*, deeplabv3*, timm_deeplabv3plus), e.g. "
+        "timm:tf_efficientnet_lite0 with --pretrained in1k (`detseg zoo list --backbones`)",
     )
     t = p.add_argument_group("transfer learning (docs/transfer.md)")
     t.add_argument(
@@ -129,7 +134,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--lr-backbone", type=float, metavar="LR", help="learning rate of the backbone (the rest: --lr)"
     )
     t.add_argument(
-        "--new-head", action="store_true", help="replace the head even when the classes are the same"
+        "--new-head",
+        action="store_true",
+        default=None,
+        help="replace the head even when the classes are the same",
     )
     t.add_argument(
         "--extend-from",
@@ -159,24 +167,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="extra model builder argument, e.g. --model-arg width=32 (repeatable)",
     )
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val", help="evaluated every epoch; 'none' to skip")
-    p.add_argument("--eval-interval", type=int, default=1, metavar="EPOCHS")
-    p.add_argument("--sync-bn", action="store_true", help="DDP: synchronise BatchNorm statistics")
+    p.add_argument("--train-split", help="the split trained on (base: train)")
+    p.add_argument(
+        "--val-split",
+        help="evaluated every --eval-interval epochs; chooses best.pt (base: val; 'none' to skip)",
+    )
+    p.add_argument(
+        "--test-split",
+        help="scored once at the end, with last.pt and best.pt (RUN_DIR/test.json); must differ from the "
+        "training and validation splits",
+    )
+    p.add_argument("--eval-interval", type=int, metavar="EPOCHS", help="base: 1")
+    p.add_argument(
+        "--sync-bn", action="store_true", default=None, help="DDP: synchronise BatchNorm statistics"
+    )
     p.add_argument(
         "--ema",
         type=float,
-        default=0.0,
         metavar="DECAY",
         help="evaluate and predict with an exponential moving average of the weights (e.g. 0.99)",
     )
     p.add_argument(
         "--channels-last",
         action="store_true",
+        default=None,
         help="NHWC memory format: about 1.4x faster convolutions on CPU (U-Net: 0.41 s a step, not 0.59)",
     )
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard scalars")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="at the end, an HTML evaluation report of best.pt on the validation split (DIR/index.html)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", default=None, help="no settings, progress bars or per-epoch lines"
+    )
     p.set_defaults(func=run_train)
 
     q = subparsers.add_parser(
@@ -185,8 +211,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Segmentation: class-index PNGs in the data set's values (same stem) and overlays; "
         "detection: drawn boxes, labels/*.txt box files and a COCO results.json.",
     )
-    q.add_argument("--weights", required=True, type=Path, help="checkpoint (RUN_DIR/best.pt) or run folder")
-    q.add_argument("--source", required=True, type=Path, help="an image or a folder of images")
+    q.add_argument("--weights", type=Path, help="checkpoint (RUN_DIR/best.pt), run folder or .onnx")
+    # A model used as its weights made it (a classifier: timm:tf_efficientnet_lite0 --pretrained in1k).
+    q.add_argument("--model", help="a zoo or timm:NAME model to run as is with --pretrained, instead of "
+                   "--weights (e.g. ssdlite320_mobilenet_v3_large --pretrained COCO_V1: COCO's names)")
+    q.add_argument("--pretrained", help="--model's weights: a torchvision weights name (COCO_V1, "
+                   "COCO_WITH_VOC_LABELS_V1, IMAGENET1K_V1), a timm tag such as in1k, a URL, a file...")
+    q.add_argument("--offline", action="store_true",
+                   help="never download weights (also DETSEG_OFFLINE=1): say which file to put where")
+    q.add_argument("--source", required=True, type=Path, help="an image, a folder of images or a video")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--device", default="auto")
     q.add_argument("--tile", type=int, help="segmentation tile size (default: the training --img-size)")
@@ -197,6 +230,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["hflip", "flips", "d4"],
         help="segmentation: average over flipped (d4: also turned) views (docs/segmentation.md)",
     )
+    # Scale and deployment (docs/export.md): batches, loader workers, videos, ONNX files without metadata.
+    q.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+    q.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0)")
+    q.add_argument("--save-frames", action="store_true", help="a video source: also each annotated frame")
+    q.add_argument(
+        "--classes", help="an ONNX file without detseg metadata: class names, comma-separated or a names file"
+    )
+    q.add_argument("--img-size", type=int, help="an ONNX file without detseg metadata: its tile size")
     q.set_defaults(func=run_predict)
 
 
@@ -213,64 +254,33 @@ def parse_model_args(items: list[str]) -> dict:
     return out
 
 
+def run_config(args: argparse.Namespace):
+    """The :class:`~detseg.engine.config.RunConfig` of a parsed ``detseg train`` command line (options
+    left out stay None: the model's and the spec's defaults fill them)."""
+    from dataclasses import fields
+
+    from detseg.engine.config import RunConfig
+
+    names = {f.name for f in fields(RunConfig)} - {"sources", "model_args", "scale_range", "out"}
+    values = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    model_args = parse_model_args(args.model_arg)
+    if getattr(args, "backbone", None):
+        model_args.setdefault("backbone", args.backbone)
+    return RunConfig(
+        out=args.out or Path("runs") / args.model,
+        model_args=model_args or None,
+        scale_range=tuple(args.scale_range) if args.scale_range else None,
+        **values,
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     from detseg.engine.run import train
     from detseg.engine.trainer import NonFiniteLossError
 
-    if args.epochs is None and args.iters is None and args.time is None:
-        print("detseg train: give --epochs, --iters or --time", file=sys.stderr)
-        return 2
-
-    out = args.out or Path("runs") / args.model
+    config = run_config(args)
     try:
-        summary = train(
-            args.model,
-            args.data,
-            out,
-            img_size=args.img_size,
-            loss=args.loss,
-            class_weights=args.class_weights,
-            scale_range=tuple(args.scale_range),
-            vflip=args.vflip,
-            rotate=args.rotate,
-            elastic=args.elastic,
-            color_jitter=args.color_jitter,
-            zoom_out=args.zoom_out,
-            iou_crop=args.iou_crop,
-            pretrained=args.pretrained,
-            model_args=parse_model_args(args.model_arg),
-            train_split=args.train_split,
-            val_split=args.val_split,
-            resume=args.resume,
-            extend_from=args.extend_from,
-            distill=args.distill,
-            temperature=args.temperature,
-            new_head=args.new_head,
-            pseudo_labels=args.pseudo_labels,
-            freeze=args.freeze,
-            lr_backbone=args.lr_backbone,
-            epochs=args.epochs,
-            iters=args.iters,
-            time=args.time,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-            schedule=args.schedule,
-            warmup=args.warmup,
-            amp=args.amp,
-            clip_grad=args.clip_grad,
-            seed=args.seed,
-            workers=args.workers,
-            device=args.device,
-            eval_interval=args.eval_interval,
-            quiet=args.quiet,
-            tensorboard=args.tensorboard,
-            sync_bn=args.sync_bn,
-            channels_last=args.channels_last,
-            ema=args.ema,
-        )
+        summary = train(config)
     except NonFiniteLossError as exc:
         print(f"detseg train: stopped: {exc}", file=sys.stderr)
         return 1
@@ -278,8 +288,29 @@ def run_train(args: argparse.Namespace) -> int:
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary["best"].items()
     )
     if os.environ.get("RANK", "0") == "0":  # under torchrun: once
-        print(f"detseg train: done; best ({best}) in {Path(out) / 'best.pt'}", file=sys.stderr)
+        print(f"detseg train: done; best ({best}) in {Path(config.out) / 'best.pt'}", file=sys.stderr)
+        if getattr(args, "report", None) is not None:
+            _train_report(args, config)
     return 0
+
+
+def _train_report(args: argparse.Namespace, config) -> None:
+    """``--report DIR``: best.pt scored on the validation split that chose it, as an HTML report."""
+    from detseg.engine.report import write_model_report
+
+    split = getattr(config, "val_split", None) or "val"
+    if str(split).lower() == "none":
+        print("detseg train: --report needs a validation split (--val-split none given)", file=sys.stderr)
+        return
+    device = getattr(config, "device", None)
+    if device in (None, "auto"):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = write_model_report(Path(config.out) / "best.pt", config.data, args.report, split, device)
+    if report.get("report_missing"):
+        print(f"warning: {report['report_missing']} image(s) not found for the report", file=sys.stderr)
+    print(f"detseg train: report of best.pt on '{split}' in {report['report']}", file=sys.stderr)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -288,7 +319,34 @@ def run_predict(args: argparse.Namespace) -> int:
     from detseg.engine.predict import predict
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    summary = predict(
+    if getattr(args, "model", None) and args.weights is None and _is_classifier(args.model):
+        return _predict_pretrained(args, device)
+    if args.weights is None and not getattr(args, "model", None):
+        raise ValueError("give --weights RUN/best.pt, or --model NAME --pretrained WEIGHTS")
+    from detseg.models.weights import offline_mode
+
+    with offline_mode(True) if getattr(args, "offline", False) else contextlib.nullcontext():
+        summary = _predict(args, device, predict)
+    if summary["task"] == "classify":  # predictions.json and contact sheets
+        what = "top-1 " + ", ".join(f"{name} {n}" for name, n in list(summary["top1_counts"].items())[:5])
+    else:
+        what = "masks" if summary["task"] == "segment" else f"{summary['detections']} detections"
+    print(f"predicted {summary['images']} image(s): {what} in {args.out}", file=sys.stderr)
+    if "speed_line" in summary:  # Speed: ... per image (segmentation and detection; OUT/speed.json)
+        print(summary["speed_line"], file=sys.stderr)
+    return 0
+
+
+def _is_classifier(model: str) -> bool:
+    from detseg.models.zoo import model_info
+
+    return model.startswith("timm:") or model_info(model).task == "classify"
+
+
+def _predict(args: argparse.Namespace, device: str, predict) -> dict:
+    """``detseg predict`` with a checkpoint (``--weights``) or a model used as is (``--model --pretrained``,
+    detectors and segmenters: detseg.engine.pretrained)."""
+    return predict(
         args.weights,
         args.source,
         args.out,
@@ -297,7 +355,34 @@ def run_predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         score_threshold=args.score_threshold,
         tta=args.tta,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        save_frames=args.save_frames,
+        classes=_class_names(args.classes),
+        img_size=args.img_size,
+        model_name=args.model if args.weights is None else None,
+        pretrained=args.pretrained,
     )
-    what = "masks" if summary["task"] == "segment" else f"{summary['detections']} detections"
-    print(f"predicted {summary['images']} image(s): {what} in {args.out}", file=sys.stderr)
+
+
+def _predict_pretrained(args: argparse.Namespace, device: str) -> int:
+    """``--model NAME --pretrained WEIGHTS``: a classifier as its weights made it (predictions.json)."""
+    from detseg.engine.classify_predict import predict_pretrained
+    from detseg.models.weights import offline_mode
+
+    with offline_mode(True) if args.offline else contextlib.nullcontext():
+        summary = predict_pretrained(args.model, args.pretrained, args.source, args.out, device,
+                                     max(args.batch_size, 16))
+    counts = ", ".join(f"{name} {n}" for name, n in list(summary["top1_counts"].items())[:5])
+    print(f"predicted {summary['images']} image(s) with {summary['weights']}: top-1 {counts}; "
+          f"{summary['predictions']}", file=sys.stderr)
     return 0
+
+
+def _class_names(value: str | None) -> list[str] | None:
+    """``--classes``: ``"cat,dog"`` or a file with one name per line."""
+    if value is None:
+        return None
+    if Path(value).is_file():
+        return [line.strip() for line in Path(value).read_text().splitlines() if line.strip()]
+    return [name.strip() for name in value.split(",") if name.strip()]

@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="builder argument for every run, e.g. width=16 (repeatable)",
     )
     p.add_argument("--pretrained", help="builder weights the source model starts from (name or file)")
-    p.add_argument("--source-weights", metavar="CKPT", help="a trained detseg checkpoint as the source model")
+    p.add_argument("--source-weights", metavar="CKPT|NAME",
+                   help="the source model, not trained here: a detseg checkpoint, or pre-trained weights by "
+                   "name (COCO_V1: torchvision's COCO model; its classes are COCO's)")
     p.add_argument(
         "--modes", nargs="+", choices=MODES, default=list(MODES), help="which target runs (default: all)"
     )

@@ -15,6 +15,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--task", choices=["detect", "segment", "classify"])
     ls.add_argument("--json", action="store_true", help="rows as JSON, with how every figure was obtained")
     ls.add_argument("--figures", help="figures file (default: the package's, or $DETSEG_ZOO_FIGURES)")
+    ls.add_argument(
+        "--backbones",
+        action="store_true",
+        help="timm encoders for --backbone timm:NAME: parameters, strides, channels, weights tags",
+    )
+    ls.add_argument(
+        "--pattern",
+        action="append",
+        metavar="GLOB",
+        help="--backbones: timm names matching GLOB (repeatable; default: CPU-sized ones; '*': all, slow)",
+    )
     ls.set_defaults(func=run_list)
 
     bench = sub.add_parser("bench", help="measure parameters, GFLOPs and CPU ms at the registered input size")
@@ -40,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if getattr(args, "backbones", False):
+        return _list_backbones(args)
     from detseg.zoo.figures import load_figures
     from detseg.zoo.table import format_table, zoo_rows
 
@@ -88,4 +101,30 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"{args.name}: {result['metric']} {result['value']:.4f} on {result['data']}; weights "
           f"{result['path']} (sha256 {result['sha256'][:16]}...); load with "
           f"create_model({args.name!r}, pretrained='zoo')")
+    return 0
+
+
+#: ``zoo list --backbones`` without --pattern: encoder families that train on a CPU.
+BACKBONE_PATTERNS = [
+    "tf_efficientnet_lite*", "efficientnet_b[0-2]", "mobilenetv3_large_100", "mobilenetv4_conv_small",
+    "resnet18", "resnet34", "resnet50", "convnext_atto", "regnety_008",
+]  # fmt: skip
+
+
+def _list_backbones(args: argparse.Namespace) -> int:
+    from detseg.models.timm_models import encoder_rows
+
+    rows = [row for pattern in args.pattern or BACKBONE_PATTERNS for row in encoder_rows(pattern)]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'backbone':34} {'params M':>8}  {'strides':18} {'channels':24} tags (offline: *)")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['name']:34} {row['error']}")
+            continue
+        tags = ", ".join(t + ("*" if t in row["offline"] else "") for t in row["tags"])
+        strides = ",".join(map(str, row["strides"]))
+        channels = ",".join(map(str, row["channels"]))
+        print(f"{row['name']:34} {row['params_m']:>8.2f}  {strides:18} {channels:24} {tags}")
     return 0

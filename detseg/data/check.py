@@ -59,7 +59,7 @@ def check_dataset(
         seen.append(spec.split(split))
         report = SplitReport(split)
         try:
-            if spec.task == "detect":
+            if spec.task in ("detect", "instance"):  # instance: boxes with masks, checked as detection
                 _check_detection(spec, split, report, decode_images)
             else:
                 _check_segmentation(spec, split, report, decode_images)

@@ -55,9 +55,24 @@ LABELS = (
 IGNORE = 255
 TRAIN_CLASSES = tuple(name for name, _, train, _ in sorted(LABELS, key=lambda r: r[2]) if 0 <= train < 255)
 INSTANCE_CLASSES = tuple(name for name, _, train, inst in LABELS if inst and 0 <= train < 255)
+#: Average instance size in pixels per instance class (cityscapesScripts' ``avgClassSize``, measured on
+#: the training set at 2048 x 1024): the iIoU weights (see :mod:`detseg.metrics.instance_iou`).
+AVG_INSTANCE_SIZE = {
+    "person": 3462.4756337644,
+    "rider": 3930.4788056518,
+    "car": 12794.0202738185,
+    "truck": 27855.1264367816,
+    "bus": 35732.1511111111,
+    "train": 67583.7075812274,
+    "motorcycle": 6298.7200839748,
+    "bicycle": 4672.3249222261,
+}
 IMAGE_SUFFIX = "_leftImg8bit"
 LABEL_SUFFIX = "_gtFine_labelIds"
 INSTANCE_SUFFIX = "_gtFine_instanceIds"
+
+
+_INSTANCE_TRAIN_IDS = [t for name, _, t, inst in LABELS if name in INSTANCE_CLASSES]
 
 
 def train_id_table() -> np.ndarray:
@@ -85,6 +100,47 @@ def instances_from_ids(instance_ids: np.ndarray) -> list[tuple[str, np.ndarray]]
         if name in INSTANCE_CLASSES:
             out.append((name, (instance_ids == value).astype(np.uint8)))
     return out
+
+
+def instance_map(instance_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An instanceIds image ``[H, W]`` -> ``(instances int64 [H, W], classes int64 [K + 1])``: instance k
+    (1..K, in id order) of the 8 evaluated instance classes on its pixels, 0 elsewhere (stuff, crowds,
+    caravans and trailers); ``classes[k]`` is its train id (``classes[0] = -1``)."""
+    table = train_id_table()
+    ids = np.asarray(instance_ids).astype(np.int64)
+    values = np.unique(ids[ids >= 1000])
+    values = values[np.isin(table[np.minimum(values // 1000, 255)], _INSTANCE_TRAIN_IDS)]
+    out = np.zeros(ids.shape, np.int64)
+    if len(values):
+        pos = np.searchsorted(values, ids)
+        hit = (pos < len(values)) & (values[np.minimum(pos, len(values) - 1)] == ids)
+        out[hit] = pos[hit] + 1
+    return out, np.concatenate([[-1], table[values // 1000]]).astype(np.int64)
+
+
+def instance_masks(instance_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An instanceIds image -> ``(masks uint8 [N, H, W], labels int64 [N])``, one binary mask per instance
+    of the 8 instance classes, labels in train ids (11 person ... 18 bicycle), in instance-id order."""
+    instances, classes = instance_map(instance_ids)
+    n = len(classes) - 1
+    masks = (instances[None] == np.arange(1, n + 1).reshape(-1, 1, 1)).astype(np.uint8)
+    return masks, classes[1:]
+
+
+def read_instances(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`instance_masks` of a ``*_gtFine_instanceIds.png`` file (a DataError names a bad file)."""
+    from detseg.data.masks import read_mask
+
+    ids = read_mask(path)
+    if ids.ndim != 2:
+        raise DataError(path, f"instanceIds image must be single-channel, got shape {ids.shape}")
+    return instance_masks(ids)
+
+
+def avg_instance_sizes() -> dict[int, float]:
+    """Train id -> average instance size, for :class:`detseg.metrics.instance_iou.InstanceIoU`."""
+    train = {name: t for name, _, t, _ in LABELS}
+    return {train[name]: size for name, size in AVG_INSTANCE_SIZE.items()}
 
 
 def cityscapes_pairs(image_dir: str | Path, gt_dir: str | Path) -> list[tuple[Path, Path, Path, str]]:

@@ -174,45 +174,217 @@ def load_coco(path: str | Path, problems: list[DataError] | None = None) -> dict
 def check_coco(data, file: object, problems: list[DataError] | None = None) -> dict:
     """Check a COCO dataset dict; return a clean copy.
 
-    Every problem (missing keys, unknown image or category id, a bad bbox) raises DataError naming
-    the file and the annotation id, or, when ``problems`` is a list, is appended there and the entry
-    is dropped. Boxes are not clipped here; ``box_problems`` reports boxes outside the image.
+    Ids first (``coco_ids``: string image ids mapped to ints, a null or non-integer id refused), then
+    every annotation (unknown image or category id, a bad bbox or segmentation). Each problem raises
+    DataError naming the file, the annotation id and the field, or, when ``problems`` is a list, is
+    appended there and the entry is dropped. Boxes are not clipped here; ``box_problems`` reports
+    boxes outside the image.
+    """
+    out = coco_ids(data, file, problems)
+    sizes = {img["id"]: (img.get("height"), img.get("width")) for img in out["images"]}
+    cat_ids = {c["id"] for c in out["categories"]}
+    annotations = []
+    for i, ann in enumerate(out["annotations"]):
+        error = _annotation_error(ann, sizes, cat_ids)
+        if error:
+            report(problems, DataError(file, error, _ann_entry(ann, i), image=ann.get("image_id")))
+            continue
+        annotations.append(ann)
+    out["annotations"] = annotations
+    return out
+
+
+# ---------------------------------------------------------------- ids
+def int_id(value) -> int | None:
+    """``value`` as an integer id (an int, or a float holding one), else None (null, bool, text, ...)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _ann_entry(ann, index: int) -> str:
+    if isinstance(ann, dict) and isinstance(ann.get("id"), int | str) and not isinstance(ann["id"], bool):
+        return f"annotation id {ann['id']}"
+    return f"annotations[{index}]"
+
+
+def _shown(value) -> str:
+    """A JSON value as a message shows it: null, 'text' in quotes, numbers and lists as written."""
+    return "null" if value is None else f"{value!r:.60}"
+
+
+def coco_ids(data, file: object, problems: list[DataError] | None = None) -> dict:
+    """The one reading of a COCO dict's ids that every command shares (data check, train, eval, convert).
+
+    - Category ids must be integers (``3`` or ``3.0``); null, text or ``1.5`` is refused.
+    - Image ids may be integers or strings (tools that export COCO often write file names): strings
+      get integer ids above the largest integer id, in the order of ``images``, and keep the string in
+      ``original_id``; annotations (and results, ``map_result_image_ids``) that name the string follow.
+      A null, list, object or fractional image id is refused.
+    - An annotation's ``image_id`` and ``category_id`` follow the same rules (unknown ids are left for
+      ``check_coco``). Annotation ids are left as they are (``number_annotations``).
+
+    A refused entry raises DataError naming the file, the entry (annotation id) and the field, or is
+    appended to ``problems`` and dropped. Returns a new dict with new lists; images are shallow copies,
+    annotations too where an id changed. Idempotent.
     """
     if not isinstance(data, dict):
         raise DataError(file, f"a COCO dataset must be a JSON object, not {type(data).__name__}")
-    for key in ("images", "annotations"):
+    for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DataError(file, f"missing or non-list '{key}'")
-    categories = data.get("categories")
-    if not isinstance(categories, list):
-        raise DataError(file, "missing or non-list 'categories'")
-    cats = []
-    for i, cat in enumerate(categories):
+    categories, cat_seen = [], set()
+    for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise DataError(file, "category needs 'id' and 'name'", f"categories[{i}]")
-        cats.append(cat)
-    cat_ids = {int(c["id"]) for c in cats}
-    images, seen = [], set()
+        cid = int_id(cat["id"])
+        if cid is None:
+            raise DataError(
+                file, f"field 'id' must be an integer, got {_shown(cat['id'])}", f"categories[{i}]"
+            )
+        if cid in cat_seen:
+            raise DataError(file, f"duplicate category id {cid}", f"categories[{i}]")
+        cat_seen.add(cid)
+        categories.append({**cat, "id": cid})
+    raw_images = []
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             report(problems, DataError(file, "image needs 'id' and 'file_name'", f"images[{i}]"))
             continue
-        if img["id"] in seen:
-            report(problems, DataError(file, "duplicate image id", f"image id {img['id']}"))
+        if int_id(img["id"]) is None and not isinstance(img["id"], str):
+            report(
+                problems,
+                DataError(
+                    file,
+                    f"field 'id' must be an integer or a string, got {_shown(img['id'])}",
+                    f"images[{i}]",
+                ),
+            )
             continue
-        seen.add(img["id"])
-        images.append(img)
-    sizes = {img["id"]: (img.get("height"), img.get("width")) for img in images}
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            report(
+                problems,
+                DataError(
+                    file,
+                    f"field 'file_name' must be a file name, got {_shown(img['file_name'])}",
+                    f"image id {img['id']}",
+                ),
+            )
+            continue
+        raw_images.append(img)
+    top = max((int_id(img["id"]) for img in raw_images if not isinstance(img["id"], str)), default=0)
+    id_of: dict = {}  # the id as written (int or str) -> int id
+    images = []
+    for img in raw_images:
+        raw = img["id"]
+        key = raw if isinstance(raw, str) else int_id(raw)
+        if key in id_of:
+            report(problems, DataError(file, "duplicate image id", f"image id {raw}"))
+            continue
+        if isinstance(raw, str):
+            top += 1
+            id_of[raw] = top
+            images.append({**img, "id": top, "original_id": raw})
+        else:
+            id_of[key] = key
+            images.append({**img, "id": key})
     annotations = []
     for i, ann in enumerate(data["annotations"]):
-        entry = f"annotation id {ann.get('id', f'#{i}')}" if isinstance(ann, dict) else f"annotations[{i}]"
-        error = _annotation_error(ann, sizes, cat_ids)
-        if error:
-            report(problems, DataError(file, error, entry, image=ann.get("image_id")))
+        if type(ann) is dict and type(ann.get("image_id")) is int and type(ann.get("category_id")) is int:
+            annotations.append(ann)  # the usual case: nothing to read differently (no copy)
             continue
-        annotations.append(ann)
+        if not isinstance(ann, dict):
+            report(problems, DataError(file, "annotation must be an object", f"annotations[{i}]"))
+            continue
+        entry = _ann_entry(ann, i)
+        clean = dict(ann)
+        error = None
+        if "image_id" in ann:
+            raw = ann["image_id"]
+            if isinstance(raw, str):
+                clean["image_id"] = id_of.get(raw, raw)
+            elif int_id(raw) is None:
+                error = f"field 'image_id' must be an integer or a string, got {_shown(raw)}"
+            else:
+                clean["image_id"] = int_id(raw)
+        if "category_id" in ann and error is None:
+            clean["category_id"] = int_id(ann["category_id"])
+            if clean["category_id"] is None:
+                error = f"field 'category_id' must be an integer, got {_shown(ann['category_id'])}"
+        if error:
+            report(problems, DataError(file, error, entry))
+            continue
+        annotations.append(clean)
     out = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
-    out.update(images=images, annotations=annotations, categories=cats)
+    out.update(images=images, annotations=annotations, categories=categories)
+    return out
+
+
+def number_annotations(coco: dict) -> dict:
+    """Give annotations without an integer ``id`` one above the largest (in place); integer ids stay,
+    0 and duplicates too (``ensure_annotation_ids`` renumbers those; evaluators judge them)."""
+    top = max((int_id(a.get("id")) or 0 for a in coco["annotations"]), default=0)
+    for ann in coco["annotations"]:
+        if int_id(ann.get("id")) is None:
+            top += 1
+            ann["id"] = top
+    return coco
+
+
+def result_ids(results: list, gt: dict, file: object) -> list:
+    """Detections' ids read as ``coco_ids`` reads the ground truth's: an ``image_id`` that is a string
+    the ground truth mapped (or the file name or stem of one of its images) gets that image's int id;
+    a null, list, object or fractional ``image_id`` or ``category_id`` raises DataError naming the file,
+    the detection and the field. Unknown integer ids are left for the evaluator to name.
+
+    Returns ``results`` itself when nothing needed a change (a 500k-detection file is not copied).
+    """
+    if not isinstance(results, list):
+        return results
+    by_name: dict[str, int] | None = None
+    out = results
+    for i, det in enumerate(results):
+        if type(det) is dict and type(det.get("image_id")) is int and type(det.get("category_id")) is int:
+            continue  # the usual case, checked at the cost of two type() calls
+        if not isinstance(det, dict):
+            raise DataError(file, f"a detection must be an object, got {_shown(det)}", f"detection {i}")
+        fixed = dict(det)
+        raw = det.get("image_id")
+        if isinstance(raw, str):
+            if by_name is None:
+                by_name = {}
+                for img in gt["images"]:
+                    by_name.setdefault(Path(str(img["file_name"])).stem, img["id"])
+                    by_name.setdefault(str(img["file_name"]), img["id"])
+                by_name.update(
+                    {img["original_id"]: img["id"] for img in gt["images"] if "original_id" in img}
+                )
+            if raw not in by_name and Path(raw).stem not in by_name:
+                raise DataError(file, f"unknown image id {raw!r} (not in the ground truth)", f"detection {i}")
+            fixed["image_id"] = by_name.get(raw, by_name.get(Path(raw).stem))
+        elif "image_id" in det:
+            fixed["image_id"] = int_id(raw)
+            if fixed["image_id"] is None:
+                raise DataError(
+                    file,
+                    f"field 'image_id' must be an integer or a string, got {_shown(raw)}",
+                    f"detection {i}",
+                )
+        if "category_id" in det:
+            fixed["category_id"] = int_id(det["category_id"])
+            if fixed["category_id"] is None:
+                raise DataError(
+                    file,
+                    f"field 'category_id' must be an integer, got {_shown(det['category_id'])}",
+                    f"detection {i}",
+                )
+        if out is results:
+            out = list(results)
+        out[i] = fixed
     return out
 
 
@@ -223,8 +395,8 @@ def _annotation_error(ann, sizes: dict, cat_ids: set[int]) -> str | None:
         if key not in ann:
             return f"missing '{key}'"
     if ann["image_id"] not in sizes:
-        return f"unknown image id {ann['image_id']}"
-    if int(ann["category_id"]) not in cat_ids:
+        return f"unknown image id {_shown(ann['image_id'])}"
+    if ann["category_id"] not in cat_ids:
         return f"unknown category id {ann['category_id']}"
     bbox = ann["bbox"]
     if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):

@@ -10,8 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from detseg.data.coco import check_coco, ensure_annotation_ids, load_coco, read_json, save_coco
+import numpy as np
+
+from detseg.data.coco import (
+    check_coco,
+    coco_ids,
+    ensure_annotation_ids,
+    load_coco,
+    read_json,
+    result_ids,
+    save_coco,
+)
 from detseg.data.errors import DataError
+from detseg.data.outputs import staged
 
 SOURCE_FORMATS = ("coco", "voc", "text", "masks")
 TARGET_FORMATS = ("coco", "voc", "text")
@@ -105,6 +116,7 @@ def load_detection_results(
         return _dict_results(path, data, image_by_stem, cat_by_name)
     if not isinstance(data, list):
         raise DataError(path, "results must be a JSON list of detections (or a dict with 'annotations')")
+    data = result_ids(data, gt, path)  # string image ids and file names -> the ground truth's ids
     results = []
     for i, det in enumerate(data):
         entry = f"detection {i}"
@@ -129,12 +141,23 @@ def load_detection_results(
     return results
 
 
+def _number(value) -> float | None:
+    """A finite JSON number as float, else None (null, text, bool, nan, inf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if np.isfinite(value) else None
+
+
 def _result(det: Mapping, image_id, category_id, path: Path, entry: str) -> dict:
-    out = {"image_id": image_id, "category_id": category_id, "score": float(det["score"])}
+    score = _number(det["score"])
+    if score is None:
+        raise DataError(path, f"field 'score' must be a finite number, got {det['score']!r:.60}", entry)
+    out = {"image_id": image_id, "category_id": category_id, "score": score}
     if "bbox" in det:
-        bbox = [float(v) for v in det["bbox"]]
-        if len(bbox) != 4 or bbox[2] < 0 or bbox[3] < 0:
-            raise DataError(path, f"bbox must be [x, y, w, h] with w, h >= 0, not {det['bbox']}", entry)
+        raw = det["bbox"]
+        bbox = [_number(v) for v in raw] if isinstance(raw, list) else []
+        if len(bbox) != 4 or None in bbox or bbox[2] < 0 or bbox[3] < 0:
+            raise DataError(path, f"field 'bbox' must be [x, y, w, h] with w, h >= 0, not {raw!r:.80}", entry)
         out["bbox"] = bbox
     if det.get("segmentation"):
         out["segmentation"] = det["segmentation"]
@@ -142,6 +165,9 @@ def _result(det: Mapping, image_id, category_id, path: Path, entry: str) -> dict
 
 
 def _dict_results(path: Path, data: dict, image_by_stem: dict, cat_by_name: dict) -> list[dict]:
+    if not isinstance(data.get("images", []), list) or not isinstance(data.get("categories", []), list):
+        raise DataError(path, "'images' and 'categories' must be lists")
+    data = coco_ids({"images": [], "categories": [], **data}, path)
     stems = {img["id"]: Path(img["file_name"]).stem for img in data.get("images", [])}
     names = {c["id"]: c["name"] for c in data.get("categories", [])}
     results = []
@@ -281,10 +307,12 @@ def convert(
         results = load_detection_results(
             src, truth, options.get("box_format", "xyxy"), options.get("id_names")
         )
-        write_any(truth, dst, dst_format, out_box_format, results)
+        with staged(dst, folder=dst_format != "coco") as tmp:  # whole or not at all
+            write_any(truth, tmp, dst_format, out_box_format, results)
         return {"images": len(truth["images"]), "detections": len(results)}
     coco = read_any(src, src_format, **options)
-    write_any(coco, dst, dst_format, out_box_format)
+    with staged(dst, folder=dst_format != "coco") as tmp:
+        write_any(coco, tmp, dst_format, out_box_format)
     return {
         "images": len(coco["images"]),
         "annotations": len(coco["annotations"]),

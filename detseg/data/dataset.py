@@ -26,6 +26,7 @@ from detseg.data.coco import (
     segmentation_to_mask,
 )
 from detseg.data.errors import DataError, warn_skipped
+from detseg.data.instances import instance_mask_problem
 from detseg.data.masks import (
     image_size,
     map_mask_values,
@@ -84,6 +85,13 @@ def load_split_coco(spec: DatasetSpec, split: str, problems: list[DataError] | N
         from detseg.data.cityscapes import cityscapes_to_coco
 
         return cityscapes_to_coco(s.images, s.masks, problems)
+    if s.instances is not None:
+        from detseg.data.instances import instance_masks_to_coco
+
+        return instance_masks_to_coco(
+            s.images, s.masks, s.instances, mask_table(spec), spec.classes, spec.ignore_index,
+            _background(spec.classes), s.stems, s.mask_suffix, problems,
+        )
     pairs = mask_pairs(s.images, s.masks, s.stems, s.mask_suffix, problems)
     return masks_to_coco(
         pairs, mask_table(spec), spec.classes, spec.ignore_index, _background(spec.classes), "rle", problems
@@ -138,6 +146,10 @@ class DetectionDataset(_SkipMixin, Dataset):
     ``classes``: the label names; ``category_map``: COCO category ids <-> labels; ``coco_gt()``: the
     split's ground truth as a COCO dataset dict for evaluators. With ``skip_bad`` bad samples are
     dropped with one warning (``skipped`` counts them) instead of raising DataError.
+
+    An ``instance`` spec needs a mask for every annotation (a box without one raises DataError naming
+    the file and the annotation, unless ``boxes_only``), and refuses, when a sample is read, an empty
+    mask or one with no pixel inside its box, naming the annotation id.
     """
 
     def __init__(
@@ -146,9 +158,11 @@ class DetectionDataset(_SkipMixin, Dataset):
         split: str = "train",
         transforms: Transform | None = None,
         skip_bad: bool = False,
+        boxes_only: bool = False,
     ):
         self._init_split(spec, split, transforms, skip_bad)
         self.image_dir = self.spec.split(split).images
+        self.instance = self.spec.task == "instance" and not boxes_only
         problems: list[DataError] | None = [] if skip_bad else None
         source = self.spec.split(split).annotations or self.spec.split(split).masks
         coco = check_coco(load_split_coco(self.spec, split, problems), source, problems)
@@ -193,6 +207,16 @@ class DetectionDataset(_SkipMixin, Dataset):
         for ann in coco["annotations"]:
             self.annotations[ann["image_id"]].append(ann)
         self.has_masks = bool(coco["annotations"]) and all(a.get("segmentation") for a in coco["annotations"])
+        if self.instance and not self.has_masks:
+            bare = next((a for a in coco["annotations"] if not a.get("segmentation")), None)
+            raise DataError(
+                source,
+                "a box without a mask ('segmentation'): an instance data set needs a polygon or RLE for "
+                "every object (or use task: detect: a Mask R-CNN then trains its box branch alone)"
+                if bare else "no annotations: an instance data set needs objects with masks",
+                f"annotation id {bare.get('id')}" if bare else None,
+            )
+        self.has_masks = self.has_masks and not boxes_only
         self.has_difficult = any("difficult" in a for a in coco["annotations"])
         self._coco = coco
 
@@ -261,6 +285,9 @@ class DetectionDataset(_SkipMixin, Dataset):
                     raise DataError(
                         path, f"bad segmentation ({exc})", f"annotation id {a.get('id')}"
                     ) from exc
+                problem = instance_mask_problem(masks[k], boxes[k]) if self.instance else None
+                if problem and not a.get("iscrowd"):
+                    raise DataError(path, problem, f"annotation id {a.get('id')}")
             target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         return target
 
@@ -419,12 +446,17 @@ class SegmentationDataset(_SkipMixin, Dataset):
 
 
 def build_dataset(
-    spec: DatasetSpec | str | Path, split: str, transforms: Transform | None = None, skip_bad: bool = False
+    spec: DatasetSpec | str | Path,
+    split: str,
+    transforms: Transform | None = None,
+    skip_bad: bool = False,
+    boxes_only: bool = False,
 ) -> DetectionDataset | SegmentationDataset:
-    """The Dataset the spec's task asks for."""
+    """The Dataset the spec's task asks for (``instance``: boxes and masks; ``boxes_only``: boxes alone)."""
     spec = _as_spec(spec)
-    cls = DetectionDataset if spec.task == "detect" else SegmentationDataset
-    return cls(spec, split, transforms=transforms, skip_bad=skip_bad)
+    if spec.task in ("detect", "instance"):
+        return DetectionDataset(spec, split, transforms=transforms, skip_bad=skip_bad, boxes_only=boxes_only)
+    return SegmentationDataset(spec, split, transforms=transforms, skip_bad=skip_bad)
 
 
 def collate_detection(batch):

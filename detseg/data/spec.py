@@ -5,6 +5,10 @@ Every command that reads data takes ``--data SPEC``. ``load_spec`` also accepts 
 (``Annotations/`` + ``JPEGImages/``, splits from ``ImageSets/Main/*.txt``). The schema is in the
 README's "Dataset spec" section.
 
+Instance segmentation (``task: instance``) reads what detection reads plus a mask per object: COCO
+json with polygons or RLE, Cityscapes instanceIds, or (format ``masks``) a folder of semantic masks
+beside ``instances:``, a folder of instance-id PNGs (0 = no object; VOC's SegmentationObject).
+
 Image classification (``task: classify``) reads a folder tree, ``SPLIT/CLASS/*.jpg`` (torchvision's
 ImageFolder layout): format ``folder`` (the default for that task), a split is ``{images: FOLDER}`` or
 just ``FOLDER``, and ``classes`` defaults to the class folders' names, sorted.
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from detseg.data.errors import DataError
 
-TASKS = ("detect", "segment", "classify")
+TASKS = ("detect", "segment", "classify", "instance")
 FORMATS = ("coco", "voc", "masks", "cityscapes", "text", "folder")
 TOP_KEYS = {
     "task",
@@ -30,8 +34,9 @@ TOP_KEYS = {
     "box_format",
     "id_names",
     "name",
+    "train_defaults",
 }
-SPLIT_KEYS = {"images", "annotations", "masks", "list", "mask_suffix"}
+SPLIT_KEYS = {"images", "annotations", "masks", "instances", "list", "mask_suffix"}
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SplitSpec:
     annotations: Path | None = None
     masks: Path | None = None
     stems: list[str] | None = None
+    instances: Path | None = None  # task instance, format masks: PNGs of instance ids (0 = none)
     mask_suffix: str = ""
 
 
@@ -61,6 +67,9 @@ class DatasetSpec:
     id_names: list[str] | None = None  # text format: names for numeric class ids
     path: Path | None = None
     name: str = ""
+    # Training settings that belong to the data (detseg.engine.config: e.g. {vflip: 0.5, rotate: 90}
+    # for images with no up or down); the command line overrides them, they override the model's defaults.
+    train_defaults: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -128,8 +137,10 @@ def spec_from_dict(data: dict, base_dir: str | Path, path: Path | None = None) -
     id_names = _classes(data.get("id_names"), root, fail) if data.get("id_names") is not None else None
     if fmt in ("voc", "text", "masks") and classes is None:
         fail(f"format {fmt} needs 'classes' (label i = classes[i])", "classes")
-    if task == "segment" and fmt == "text":
+    if task in ("segment", "instance") and fmt == "text":
         fail("text box files hold no masks; use task: detect", "task")
+    if task == "instance" and fmt not in ("coco", "masks", "cityscapes"):
+        fail(f"task instance reads format coco, masks or cityscapes, not {fmt}", "format")
     splits = {}
     for key, value in data.items():
         if key in TOP_KEYS:
@@ -141,6 +152,9 @@ def spec_from_dict(data: dict, base_dir: str | Path, path: Path | None = None) -
         splits[key] = _split(key, value, root, fmt, task, fail)
     if not splits:
         fail("no splits: add 'train:' and/or 'val:' with 'images:' and annotations or masks")
+    train_defaults = data.get("train_defaults")
+    if train_defaults is not None and not isinstance(train_defaults, dict):
+        fail("train_defaults must be a mapping of training settings (e.g. {vflip: 0.5})", "train_defaults")
     return DatasetSpec(
         task=task,
         format=fmt,
@@ -154,6 +168,7 @@ def spec_from_dict(data: dict, base_dir: str | Path, path: Path | None = None) -
         id_names=id_names,
         path=path,
         name=str(data.get("name", "")),
+        train_defaults=train_defaults,
     )
 
 
@@ -208,10 +223,18 @@ def _split(name: str, value: dict, root: Path, fmt: str, task: str, fail) -> Spl
         fail(f"unknown keys {sorted(unknown)} (use {', '.join(sorted(SPLIT_KEYS))})", name)
     if "images" not in value:
         fail("missing 'images'", name)
+    for field in ("images", "annotations", "masks", "instances", "mask_suffix"):
+        if isinstance(value.get(field), int) and not isinstance(value[field], bool):
+            value = {**value, field: str(value[field])}  # `images: 2019` is a folder name too
+        if value.get(field) is not None and not isinstance(value[field], str):
+            fail(f"'{field}' must be a path, not {value[field]!r:.60}", name)
     if fmt == "folder" and set(value) - {"images"}:
         fail("format folder takes only 'images' (the folder holding one sub-folder per class)", name)
     annotations = root / value["annotations"] if value.get("annotations") else None
     masks = root / value["masks"] if value.get("masks") else None
+    instances = root / value["instances"] if value.get("instances") else None
+    if instances is not None and not (task == "instance" and fmt == "masks"):
+        fail("'instances' (instance-id PNGs) is for task: instance with format: masks", name)
     if (fmt in ("coco", "text") or (fmt == "voc" and task == "detect")) and annotations is None:
         fail(f"format {fmt} needs 'annotations'", name)
     if fmt in ("masks", "cityscapes") and masks is None:
@@ -234,16 +257,18 @@ def _split(name: str, value: dict, root: Path, fmt: str, task: str, fail) -> Spl
         masks=masks,
         stems=stems,
         mask_suffix=str(value.get("mask_suffix", "")),
+        instances=instances,
     )
 
 
 def _coco_json_spec(path: Path) -> DatasetSpec:
-    from detseg.data.coco import read_json
+    from detseg.data.coco import coco_ids, read_json
 
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise DataError(path, "a bare COCO json needs 'images', 'annotations' and 'categories'")
-    categories = sorted(data["categories"], key=lambda c: int(c["id"]))
+    data = coco_ids(data, path, problems=[])  # the categories checked; image problems: data check lists them
+    categories = sorted(data["categories"], key=lambda c: c["id"])
     root = path.parent.resolve()
     images = root
     first = next(iter(data.get("images") or []), None)

@@ -304,11 +304,12 @@ def generate(config: SynthConfig, out_dir: str | Path, overwrite: bool = False) 
 
     Layout: ``images/{train,val}/NNNNNN.png``, ``masks/{train,val}/NNNNNN.png`` (class index, 0 =
     background), ``annotations/{train,val}.json`` (COCO, RLE segmentation of the visible part,
-    category ids 1..K), ``detect.yaml`` and ``segment.yaml`` (dataset specs) and ``synth.json`` (the
+    category ids 1..K), ``detect.yaml``, ``segment.yaml`` and ``instance.yaml`` (dataset specs: boxes,
+    semantic masks, boxes with instance masks from the same json) and ``synth.json`` (the
     config). An existing data set there is replaced only with ``overwrite=True``.
     """
     out = Path(out_dir)
-    ours = ("images", "masks", "annotations", "detect.yaml", "segment.yaml", "synth.json")
+    ours = ("images", "masks", "annotations", "detect.yaml", "segment.yaml", "instance.yaml", "synth.json")
     existing = [out / p for p in ours if (out / p).exists()]
     if existing and not overwrite:
         raise ValueError(f"{out}: already holds a data set ({existing[0].name}); use overwrite to replace it")
@@ -367,7 +368,8 @@ def _write_specs(config: SynthConfig, out: Path) -> None:
     segment = {"task": "segment", "format": "masks", "root": ".", "classes": ["background", *names],
                "ignore_index": 255, "values": {i: i for i in range(len(names) + 1)}}
     segment.update({s: {k: v for k, v in paths.items() if k != "annotations"} for s, paths in splits.items()})
+    instance = {**detect, "task": "instance"}
     header = f"# written by detseg synth (seed {config.seed}); see synth.json for the full config\n"
-    for name, spec in (("detect.yaml", detect), ("segment.yaml", segment)):
+    for name, spec in (("detect.yaml", detect), ("segment.yaml", segment), ("instance.yaml", instance)):
         text = yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=1000)
         (out / name).write_text(header + text, encoding="utf-8")

@@ -133,7 +133,7 @@ class DetectionPipeline:
     """
 
     def __init__(self, transforms: Sequence[Callable], min_size: float = 1.0, final: Sequence[Callable] = ()):
-        self.transforms = v2.Compose(list(transforms))
+        self.transforms = v2.Compose(list(transforms) or [v2.Identity()])  # size None: no steps
         self.sanitize = v2.Compose([
             v2.ClampBoundingBoxes(),
             v2.SanitizeBoundingBoxes(min_size=min_size, labels_getter=_instance_entries),

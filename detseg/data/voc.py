@@ -67,9 +67,12 @@ def read_voc_xml(path: str | Path) -> dict:
                 return default
             raise DataError(path, f"missing <{tag}>", entry)
         try:
-            return float(text)
+            value = float(text)
         except ValueError as exc:
             raise DataError(path, f"<{tag}> is not a number: {text.strip()!r}", entry) from exc
+        if not np.isfinite(value):
+            raise DataError(path, f"<{tag}> is not a finite number: {text.strip()!r}", entry)
+        return value
 
     size = root.find("size")
     width = int(number(size, "width", "size", 0)) if size is not None else 0

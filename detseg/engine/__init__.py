@@ -1,6 +1,7 @@
 """The training engine shared by segmentation and detection: trainer, checkpoints, schedules, DDP, logs."""
 
 from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from detseg.engine.config import RunConfig, resolve_config
 from detseg.engine.predict import load_model
 from detseg.engine.run import train
 from detseg.engine.schedules import build_scheduler
@@ -10,6 +11,7 @@ from detseg.engine.trainer import NonFiniteLossError, TrainConfig, Trainer, Trai
 __all__ = [
     "DetectionTask",
     "NonFiniteLossError",
+    "RunConfig",
     "SegmentationTask",
     "TrainConfig",
     "Trainer",
@@ -17,6 +19,7 @@ __all__ = [
     "build_scheduler",
     "load_checkpoint",
     "load_model",
+    "resolve_config",
     "save_checkpoint",
     "train",
 ]

@@ -1,62 +1,54 @@
 """One call from a model name and a dataset spec to a trained run folder (what ``detseg train`` does).
 
+from detseg.engine.config import RunConfig
 from detseg.engine.run import train
-train("unet", "examples/membrane.yaml", "runs/membrane", epochs=40, img_size=256, lr=0.05)
+train(RunConfig(model="unet", data="examples/membrane.yaml", out="runs/membrane", epochs=40, img_size=256))
+train("unet", "examples/membrane.yaml", "runs/membrane", epochs=40, img_size=256)   # the same
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from detseg.engine.config import RunConfig, resolve_config
 from detseg.engine.trainer import TrainConfig
 
-
-def _default_lr(optimizer: str) -> float:
-    return 0.01 if optimizer == "sgd" else 1e-3
+# RunConfig fields that the data and model set-up use (the rest go to the trainer's TrainConfig).
+_RUN_ONLY = (
+    "model", "data", "out", "img_size", "loss", "class_weights", "scale_range", "vflip", "rotate", "elastic",
+    "color_jitter", "zoom_out", "iou_crop", "pretrained", "model_args", "train_split", "val_split",
+    "test_split", "resume", "extend_from", "distill", "temperature", "new_head", "pseudo_labels",
+)  # fmt: skip
 
 
 def train(
-    model: str,
-    data: str | Path,
-    out: str | Path,
-    *,
-    img_size: int | None = None,
-    loss: str = "ce",
-    class_weights: list[float] | None = None,
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    vflip: float = 0.0,
-    rotate: float = 0.0,
-    elastic: float = 0.0,
-    color_jitter: float = 0.0,
-    zoom_out: float = 4.0,
-    iou_crop: bool = True,
-    pretrained: str | None = None,
-    model_args: dict[str, Any] | None = None,
-    train_split: str = "train",
-    val_split: str | None = "val",
-    resume: str | Path | None = None,
-    extend_from: str | Path | None = None,
-    distill: float | None = None,
-    temperature: float | None = None,
-    new_head: bool = False,
-    pseudo_labels: float | None = None,
-    **config: Any,
+    config: RunConfig | str, data: str | Path | None = None, out: str | Path | None = None, **settings: Any
 ) -> dict[str, Any]:
-    """Train zoo model ``model`` on the spec ``data``; ``config`` holds :class:`TrainConfig` fields.
+    """Train the run ``config`` describes (:class:`~detseg.engine.config.RunConfig`); or, the same,
+    ``train(model, data, out, **settings)`` with ``settings`` naming RunConfig fields.
+
+    Settings not given come from the spec's ``train_defaults``, then the model family's registered
+    ``default_cfg``, then detseg's base defaults (:func:`~detseg.engine.config.resolve_config`); the
+    resolved configuration is printed at the start (unless ``quiet``) and saved in ``out/config.json``.
 
     ``resume="auto"`` continues ``out/last.pt``. Returns the trainer's summary (best and last metrics,
-    and under ``"transfer"`` what was loaded, replaced, extended and frozen).
-    Under ``torchrun`` this joins the process group and trains with DDP.
+    under ``"transfer"`` what was loaded, replaced, extended and frozen, and with ``test_split`` under
+    ``"test"`` the scores of last.pt and best.pt on it). Under ``torchrun`` this joins the process group
+    and trains with DDP.
+
+    Splits: ``val_split`` chooses best.pt (evaluated during training); ``test_split`` is scored once at the
+    end, with last.pt and best.pt, and must differ from both the training and the validation split.
 
     Transfer learning (:mod:`detseg.transfer`):
 
     - ``pretrained``: a weights name or file for the builder, or a detseg checkpoint (``RUN/best.pt``)
       of the same model: everything that fits is loaded; trained on other classes, its head is replaced.
       ``new_head=True`` replaces the head even when the classes are the same.
-    - ``freeze="backbone" | "stages:N" | "none"`` and ``lr_backbone`` (TrainConfig fields): frozen
-      backbone stages (BatchNorm statistics kept) and the backbone's own learning rate.
+    - ``freeze="backbone" | "stages:N" | "none"`` and ``lr_backbone``: frozen backbone stages (BatchNorm
+      statistics kept) and the backbone's own learning rate.
     - ``extend_from``: a detseg checkpoint trained on classes that the data's class list starts with;
       its head is extended to the new classes keeping the old classes' weights. ``distill`` (> 0) adds
       Learning-without-Forgetting distillation of its outputs on the old classes at ``temperature``.
@@ -68,27 +60,40 @@ def train(
     from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
     from detseg.data.spec import load_spec
     from detseg.engine import distributed
-    from detseg.engine.tasks import DetectionTask, SegmentationTask
+    from detseg.engine.tasks import DetectionTask, InstanceTask, SegmentationTask
     from detseg.engine.trainer import Trainer
     from detseg.models.zoo import create_model, model_info
 
-    config.setdefault("optimizer", "sgd")
-    if config.get("lr") is None:
-        config["lr"] = _default_lr(config["optimizer"])
-    if config.get("weight_decay") is None:
-        config["weight_decay"] = 1e-4 if config["optimizer"] == "sgd" else 1e-2
-    device = config.get("device", "auto")
-    if device == "auto":
-        device = config["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    if zoom_out < 1:
-        raise ValueError(f"zoom_out must be >= 1 (1: no zoom out), got {zoom_out}")
-    info = model_info(model)
-    spec = load_spec(data)
+    if not isinstance(config, RunConfig):
+        config = RunConfig(model=config, data=data, out=out, **settings)
+    elif data is not None or out is not None or settings:
+        raise TypeError("train(RunConfig) takes no other arguments: set them on the RunConfig")
+    info = model_info(config.model)
+    spec = load_spec(config.data)
+    rc = resolve_config(config, info, spec)
+    if rc.epochs is None and rc.iters is None and rc.time is None:
+        raise ValueError(f"give --epochs, --iters or --time ({rc.model} has no default length)")
+    for name in ("epochs", "iters", "time"):
+        value = getattr(rc, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+    model, data, out = rc.model, rc.data, Path(rc.out)
+    if rc.device == "auto":
+        rc.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if rc.zoom_out < 1:
+        raise ValueError(f"zoom_out must be >= 1 (1: no zoom out), got {rc.zoom_out}")
+    val_split = rc.val_split
+    _check_test_split(rc, spec)
+    resume = rc.resume
     if resume == "auto":
-        resume = Path(out) / "last.pt"
+        resume = out / "last.pt"
         if not resume.is_file():
             raise FileNotFoundError(f"--resume: no {resume} to continue (train without --resume first)")
-    settings = _transfer_settings(resume, config, extend_from, distill, temperature, new_head, pseudo_labels)
+    config_fields = {k: getattr(rc, k) for k in ("freeze", "lr_backbone")}
+    settings = _transfer_settings(
+        resume, config_fields, rc.extend_from, rc.distill, rc.temperature, rc.new_head, rc.pseudo_labels
+    )
+    rc.freeze, rc.lr_backbone = config_fields["freeze"], config_fields["lr_backbone"]
     extend_from, distill, temperature, new_head, pseudo_labels = (
         settings["extend_from"],
         settings["distill"],
@@ -96,13 +101,17 @@ def train(
         settings["new_head"],
         settings["pseudo_labels"],
     )
-    source = _source_checkpoint(extend_from, pretrained, model, spec.task)
-    if source is not None and not img_size and source["meta"].get("img_size"):
+    img_size = rc.img_size
+    family = task_family(spec.task)  # an instance data set trains detectors (boxes), Mask R-CNN's masks too
+    instance = spec.task == "instance" and predicts_masks(info)
+    source = _source_checkpoint(extend_from, rc.pretrained, model, family)
+    if source is not None and not config.img_size and source["meta"].get("img_size"):
         saved_size = source["meta"]["img_size"]  # the source model's input size, unless given
         if isinstance(saved_size, list) and len(set(saved_size)) == 1:
             saved_size = saved_size[0]
-        img_size = saved_size if isinstance(saved_size, int) else None
-    if info.task != spec.task:
+        if isinstance(saved_size, int):
+            img_size, rc.img_size, rc.sources["img_size"] = saved_size, saved_size, "source checkpoint"
+    if info.task != family:
         raise ValueError(
             f"model {model!r} is a {info.task} model but {data} is a {spec.task} data set; "
             f"choose a {spec.task} model (detseg models list)"
@@ -111,33 +120,38 @@ def train(
         size: Any = int(img_size or info.input_size[-1])
     else:  # the model's (H, W) unless given
         size = int(img_size) if img_size else tuple(int(v) for v in info.input_size[1:])
-    dist_info = distributed.init_distributed(device)
+    dist_info = distributed.init_distributed(rc.device)
     try:
+        if dist_info.is_main and not rc.quiet:
+            print(
+                f"detseg train: {model} on {data} -> {out}; settings by source:\n{rc.describe(spec.task)}",
+                file=sys.stderr,
+            )
         if spec.task == "classify":
             from detseg.engine.classify import build_classification
 
-            built = build_classification(spec, train_split, val_split, size)
+            built = build_classification(spec, rc.train_split, val_split, size)
             train_set, val_set, class_task, collate, _ = built
         elif spec.task == "segment":
             from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
 
             train_tf = segmentation_train_preset(
-                size, tuple(scale_range), ignore_index=spec.ignore_index, vflip_prob=vflip, rotate=rotate,
-                elastic=elastic, color_jitter=color_jitter,
-            )
+                size, tuple(rc.scale_range), ignore_index=spec.ignore_index, vflip_prob=rc.vflip,
+                rotate=rc.rotate, elastic=rc.elastic, color_jitter=rc.color_jitter,
+            )  # fmt: skip
             val_tf, collate = segmentation_eval_preset(), collate_segmentation
         else:
             from detseg.data.transforms import detection_eval_preset, detection_train_preset
 
             train_tf, val_tf, collate = (
-                detection_train_preset(size, zoom_out_range=(1.0, float(zoom_out)), iou_crop=iou_crop),
+                detection_train_preset(size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop),
                 detection_eval_preset(size),
                 collate_detection,
             )
         validate = bool(val_split) and val_split != "none" and val_split in spec.splits
         if spec.task != "classify":  # build_classification made both sets above
-            train_set = build_dataset(spec, train_split, train_tf)
-            val_set = build_dataset(spec, val_split, val_tf) if validate else None
+            train_set = build_dataset(spec, rc.train_split, train_tf, boxes_only=not instance)
+            val_set = build_dataset(spec, val_split, val_tf, boxes_only=not instance) if validate else None
         if val_split and val_split != "none" and not validate and dist_info.is_main:
             print(
                 f"detseg train: {data} has no '{val_split}' split (it has {', '.join(spec.splits)}): "
@@ -145,17 +159,27 @@ def train(
                 file=sys.stderr,
             )
         classes = list(train_set.classes)
+        if source is not None and source.get("from_weights") and family == "detect":
+            from detseg.engine.class_map import Relabelled, extended_classes
+
+            # The data's classes after the weights' (COCO's 90 ids, then the new ones); labels renumbered.
+            classes, data_to_model = extended_classes(list(source["meta"]["classes"]), classes)
+            train_set = Relabelled(train_set, data_to_model, classes)
+            val_set = Relabelled(val_set, data_to_model, classes) if val_set is not None else None
+            old_ids = list(source["meta"].get("category_ids") or [])
+            train_set.label_to_category_id = old_ids + list(range(max(old_ids) + 1, max(old_ids) + 1
+                                                                   + len(classes) - len(old_ids)))
         if spec.task == "classify":
             task, kwargs = class_task, {"num_classes": len(classes)}
         elif spec.task == "segment":
-            task = SegmentationTask(len(classes), spec.ignore_index, loss, class_weights, classes)
+            task = SegmentationTask(len(classes), spec.ignore_index, rc.loss, rc.class_weights, classes)
             kwargs = {"num_classes": task.out_channels, "in_channels": spec.channels}
         else:
-            task = DetectionTask(len(classes), classes)
+            task = (InstanceTask if instance else DetectionTask)(len(classes), classes)
             kwargs = {"num_classes": len(classes)}
             if img_size and _takes_size(info.builder):
                 kwargs["size"] = int(img_size)  # the model's own input size follows --img-size
-        builder_pretrained = pretrained
+        builder_pretrained = rc.pretrained
         if source is not None:
             saved_kwargs = dict(source["meta"].get("model_kwargs", {}))
             saved_kwargs.pop("num_classes", None)
@@ -163,14 +187,19 @@ def train(
             builder_pretrained = source["meta"].get("builder_pretrained")
         if builder_pretrained:
             kwargs["pretrained"] = builder_pretrained
-        kwargs.update(model_args or {})
-        torch.manual_seed(int(config.get("seed", 0)))  # the same initial weights in every process
+        kwargs.update(rc.model_args or {})
+        torch.manual_seed(int(rc.seed))  # the same initial weights in every process
         net = create_model(model, **kwargs)
+        if predicts_masks(info) and not instance:
+            net.train_boxes_only()  # a detect data set trains Mask R-CNN's box branch alone
+            if dist_info.is_main and not rc.quiet:
+                print(f"detseg train: {data} is a {spec.task} data set: training the box branch only "
+                      "(task: instance trains the masks too)", file=sys.stderr)
         transfer = _apply_source(net, model, kwargs, source, classes, extend_from, new_head)
         transfer.update(
             distill=distill, temperature=temperature, new_head=new_head, pseudo_labels=pseudo_labels
         )
-        if transfer.get("summary") and dist_info.is_main and not config.get("quiet"):
+        if transfer.get("summary") and dist_info.is_main and not rc.quiet:
             print(f"detseg train: {transfer['summary']}", file=sys.stderr)
         old_model = _build_source_model(model, source) if distill or pseudo_labels else None
         if distill:
@@ -182,34 +211,42 @@ def train(
 
             task = PseudoLabelTask(task, old_model, pseudo_labels)
         meta = {
-            "task": spec.task,
+            "task": info.task,
+            "instance": instance,
             "model": model,
-            "model_kwargs": {k: v for k, v in kwargs.items() if k != "pretrained"},
+            # build_kwargs: what create_model built with pre-trained weights' own architecture (SSDLite's
+            # reduced tail for torchvision's COCO weights...), so the checkpoint rebuilds the same model
+            "model_kwargs": {k: v for k, v in {**kwargs, **getattr(net, "build_kwargs", {})}.items()
+                             if k != "pretrained"},
             "classes": classes,
             "values": {int(k): int(v) for k, v in (spec.values or {}).items()},
             "ignore_index": int(spec.ignore_index),
             "channels": int(spec.channels),
             "img_size": size if isinstance(size, int) else list(size),
-            "loss": loss if spec.task == "segment" else "",
+            "loss": rc.loss if spec.task == "segment" else "",
             "data": str(spec.path or data),
             "builder_pretrained": str(builder_pretrained) if builder_pretrained else None,
             "transfer": transfer,
         }
+        if getattr(net, "weights_meta", None):  # torchvision's weights: their classes travel along
+            meta["pretrained_weights"] = dict(net.weights_meta)
         category_ids = getattr(train_set, "label_to_category_id", None)
         if category_ids is not None:
             meta["category_ids"] = [int(c) for c in category_ids]
-        cfg = TrainConfig(out=str(out), **config)
+        cfg = trainer_config(rc)
         cfg.extra = {
             "img_size": size if isinstance(size, int) else list(size),
-            "loss": loss,
-            "scale_range": list(scale_range),
-            "vflip": vflip,
-            "rotate": rotate,
-            "elastic": elastic,
-            "color_jitter": color_jitter,
-            "zoom_out": zoom_out,
-            "iou_crop": iou_crop,
-            "model_args": model_args or {},
+            "loss": rc.loss,
+            "scale_range": list(rc.scale_range),
+            "vflip": rc.vflip,
+            "rotate": rc.rotate,
+            "elastic": rc.elastic,
+            "color_jitter": rc.color_jitter,
+            "zoom_out": rc.zoom_out,
+            "iou_crop": rc.iou_crop,
+            "model_args": rc.model_args or {},
+            "test_split": rc.test_split,
+            "sources": dict(rc.sources),
         }
         trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
         if spec.task == "segment" and trainer.val_loader is not None:
@@ -224,15 +261,86 @@ def train(
             )
         if trainer.freeze_report is not None:
             transfer["freeze"] = trainer.freeze_report.summary()
-            if dist_info.is_main and not config.get("quiet"):
+            if dist_info.is_main and not rc.quiet:
                 print(f"detseg train: --freeze {cfg.freeze}: {transfer['freeze']}", file=sys.stderr)
         if resume is not None:
             _check_resume(resume, meta)
+        if dist_info.is_main:
+            _save_config(rc, out)
         summary = trainer.fit(resume=resume)
         summary["transfer"] = transfer
+        if rc.test_split and dist_info.is_main:
+            summary["test"] = score_test_split(out, data, rc.test_split, rc.device, validate, rc.quiet)
         return summary
     finally:
         distributed.cleanup_distributed()
+
+
+def trainer_config(rc: RunConfig) -> TrainConfig:
+    """The trainer's part of a resolved run configuration."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(TrainConfig)} - {"extra", "out"}
+    values = {k: getattr(rc, k) for k in names if getattr(rc, k, None) is not None}
+    return TrainConfig(out=str(rc.out), **values)
+
+
+def _check_test_split(rc: RunConfig, spec: Any) -> None:
+    """A test split must exist and be neither the split trained on nor the one that chooses best.pt."""
+    test = rc.test_split
+    if not test:
+        return
+    if test not in spec.splits:
+        raise ValueError(
+            f"--test-split {test}: {rc.data} has no such split (it has {', '.join(spec.splits)})"
+        )
+    for role, split in (("trains", rc.train_split), ("chooses best.pt", rc.val_split)):
+        if split == test:
+            raise ValueError(
+                f"--test-split {test} is also the split that {role}: a score on it would not be out of "
+                "sample (give the spec a separate test split)"
+            )
+    if spec.splits[test] in (spec.splits.get(rc.train_split), spec.splits.get(rc.val_split)):
+        raise ValueError(f"--test-split {test}: the spec's '{test}' split is the same files as another split")
+
+
+def score_test_split(
+    out: Path, data: str | Path, split: str, device: str, validated: bool, quiet: bool
+) -> dict[str, dict[str, float]]:
+    """Score last.pt (and best.pt, when a validation split chose it) once on ``split``; writes
+    ``out/test.json`` and prints one line per checkpoint."""
+    from detseg.engine.checkpoint import load_checkpoint
+
+    scores: dict[str, dict[str, float]] = {}
+    for name in ("last", "best") if validated else ("last",):
+        metrics = evaluate(out / f"{name}.pt", data, split, device=device)
+        scores[name] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    best_epoch = load_checkpoint(out / "best.pt").get("epoch") if validated else None
+    result = {"split": split, "scores": scores, "best_epoch": best_epoch}
+    _write_json(out / "test.json", result)
+    if not quiet:
+        for name, metrics in scores.items():
+            main = {k: v for k, v in metrics.items() if k in ("miou", "AP", "AP50", "accuracy")}
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in main.items()) or ", ".join(
+                f"{k} {v:.4f}" for k, v in list(metrics.items())[:4]
+            )
+            print(f"detseg train: {name}.pt on the test split '{split}': {shown}", file=sys.stderr)
+    return scores
+
+
+def _save_config(rc: RunConfig, out: Path) -> None:
+    """``out/config.json``: every resolved setting and where it came from."""
+    from dataclasses import asdict
+
+    values = {k: v for k, v in asdict(rc).items() if k != "sources"}
+    _write_json(out / "config.json", {"config": values, "sources": rc.sources})
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    tmp.replace(path)  # atomic
 
 
 def _transfer_settings(
@@ -326,6 +434,15 @@ def _source_checkpoint(
             "from the checkpoint's weights, pre-trained ones included)"
         )
     path = extend_from
+    if extend_from:
+        from detseg.engine.pretrained import is_weights_name, weights_source
+
+        if is_weights_name(extend_from):  # torchvision's COCO model by name: its classes, then the data's
+            source = weights_source(model, extend_from)
+            if source["meta"].get("task") != task:
+                raise ValueError(f"--extend-from {extend_from}: a {source['meta'].get('task')} model's "
+                                 f"weights, the data is for {task}")
+            return source
     if path is None and isinstance(pretrained, (str, Path)) and Path(pretrained).exists():
         try:
             state = load_checkpoint(pretrained)
@@ -365,7 +482,9 @@ def _apply_source(
     if source is None:
         loaded = getattr(net, "pretrained_report", None)  # what the builder's pre-trained weights gave
         if loaded is not None and getattr(loaded, "loaded", None):
-            return {"action": "pre-trained backbone", "source": loaded.source, "summary": loaded.summary()}
+            # torchvision's whole model by name (COCO_V1): all but the class layers; else a backbone
+            action = "pre-trained model" if getattr(net, "weights_meta", None) else "pre-trained backbone"
+            return {"action": action, "source": loaded.source, "summary": loaded.summary()}
         if new_head:
             return {"summary": "new head: the builder's freshly initialised one"}
         return {}
@@ -396,6 +515,16 @@ def _build_source_model(model: str, source: dict[str, Any]) -> Any:
     old = create_model(model, **kwargs)
     old.load_state_dict(source["state"])
     return old.eval()
+
+
+def task_family(task: str) -> str:
+    """The models a data set's task trains: an ``instance`` data set (boxes + masks) trains detectors."""
+    return "detect" if task == "instance" else task
+
+
+def predicts_masks(info: Any) -> bool:
+    """Whether a zoo model (its :class:`~detseg.models.zoo.ModelInfo`) predicts instance masks."""
+    return "masks" in str(info.extra.get("outputs", ""))
 
 
 def _takes_size(builder: Any) -> bool:
@@ -434,22 +563,36 @@ def run_evaluation(
     device: str = "cpu",
     batch_size: int = 1,
     tta: str | None = None,
+    keep_predictions: bool = False,
+    model_name: str | None = None,
+    pretrained: Any = None,
+    class_map: dict[str, str] | None = None,
 ):
     """Run a saved model over a split; returns the task holding what it saw (``eval_end()`` gives the
     metrics; a detection task's ``coco_inputs()`` gives ground truth and results for full reports).
-    ``tta``: a segmenter's test-time augmentation, "hflip", "flips" or "d4" (:mod:`detseg.engine.tta`)."""
+    ``tta``: a segmenter's test-time augmentation, "hflip", "flips" or "d4" (:mod:`detseg.engine.tta`).
+    ``keep_predictions``: a segmentation task also keeps ``kept``, (prediction, truth) per image.
+    ``model_name`` + ``pretrained`` instead of ``weights``: a model used as is with its weights' classes,
+    matched to the data's by name and ``class_map`` (:mod:`detseg.engine.class_map`); the task's
+    ``class_match`` says which were matched and which data classes the model does not know."""
     import torch
 
     from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
     from detseg.data.spec import load_spec
     from detseg.engine.checkpoint import check_classes
     from detseg.engine.predict import load_model
-    from detseg.engine.tasks import DetectionTask, SegmentationTask
+    from detseg.engine.tasks import DetectionTask, InstanceTask, SegmentationTask
     from detseg.engine.tta import with_tta
 
-    model, meta = load_model(weights, device)
+    if model_name is not None:
+        from detseg.engine.pretrained import load_pretrained_model
+
+        model, meta = load_pretrained_model(model_name, pretrained, device)
+        weights = f"{model_name} ({meta['weights']})"
+    else:
+        model, meta = load_model(weights, device)
     spec = load_spec(data)
-    if spec.task != meta.get("task"):
+    if task_family(spec.task) != meta.get("task"):
         raise ValueError(f"{weights} is a {meta.get('task')} model but {data} is a {spec.task} data set")
     model = with_tta(model, tta, spec.task)
     if spec.task == "segment":
@@ -467,14 +610,26 @@ def run_evaluation(
         from detseg.data.transforms import detection_eval_preset
 
         size = meta.get("img_size")
+        masks = bool(getattr(model, "uses_masks", False))  # Mask R-CNN: masks scored where the data have them
         dataset = build_dataset(
-            spec, split, detection_eval_preset(tuple(size) if isinstance(size, list) else size)
+            spec, split, detection_eval_preset(tuple(size) if isinstance(size, list) else size),
+            boxes_only=not masks,
         )
-        task = DetectionTask(len(dataset.classes), list(dataset.classes))
+        masks = masks and dataset.has_masks
+        task = (InstanceTask if masks else DetectionTask)(len(dataset.classes), list(dataset.classes))
         collate = collate_detection
-    check_classes(meta["classes"], list(dataset.classes), where=f"{weights} vs {data}")
+    match = None
+    if model_name is not None and (class_map or list(meta["classes"]) != list(dataset.classes)):
+        from detseg.engine.class_map import map_to_data
+
+        model, dataset, match = map_to_data(model, meta, dataset, task_family(spec.task), class_map,
+                                            spec.ignore_index)
+    else:
+        check_classes(meta["classes"], list(dataset.classes), where=f"{weights} vs {data}")
+    task.class_match = match
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     task.eval_begin()
+    task.kept = [] if keep_predictions else None
     with torch.no_grad():
         for batch in loader:
             task.eval_step(model, batch, torch.device(device))

@@ -1,36 +1,15 @@
 """Encoders built from torchvision's classification networks (``weights=None``), with the same
-parameter names so torchvision state dicts load, and the one pre-trained weight loader of detseg
-(segmenters, classifiers and detectors all use :func:`load_pretrained`); it never downloads.
+parameter names so torchvision state dicts load.
 
 Every encoder maps ``Tensor[B, C_in, H, W]`` to a list of feature maps, shallow to deep, and lists
-their ``out_channels`` and ``strides``.
-
-Pre-trained weights (``pretrained=``) come from
-- ``True`` (or ``"imagenet"``, ``"default"``, ``"torchvision"``): the builder's torchvision weights;
-- a torchvision weights name (``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V1"``, ``"DEFAULT"``)
-  when the file is already in torch's hub cache (``$TORCH_HOME/hub/checkpoints``); otherwise
-  :class:`WeightsNotFoundError` says which file to put where;
-- a local file (``.pth``/``.pt``); a SHA-256 (or its prefix) checks it, given as ``sha256=`` or as
-  ``"path#sha256=HEX"``;
-- a detseg checkpoint (a dict holding the model's state dict under ``"model"`` or ``"state_dict"``);
-- ``"zoo:NAME"``: the checkpoint ``detseg zoo build NAME`` cached (see :mod:`detseg.zoo.build`).
-Files are read with ``torch.load(weights_only=True)``. Keys are matched after removing ``module.`` and
-trying the usual prefixes; a 3-channel first convolution is adapted to other input channel counts
-(summed for greyscale) and VGG's fully connected fc6/fc7 are reshaped into convolutions.
-:class:`LoadReport` says what loaded, what did not and why.
+their ``out_channels`` and ``strides``. Pre-trained weights are resolved and loaded by
+:mod:`detseg.models.weights` (its names are re-exported here for the modules that import them from
+this one).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,292 +17,23 @@ import torchvision
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------------------------------
-# Loading weights
-
-#: ``pretrained`` strings meaning "the builder's torchvision weights" (as ``pretrained=True``).
-PRETRAINED_NAMES = {"true", "imagenet", "default", "torchvision"}
-
-
-class WeightsNotFoundError(FileNotFoundError, ValueError):
-    """Pre-trained weights that are not on this machine (detseg never downloads). Both a
-    ``FileNotFoundError`` and a ``ValueError``, so the CLI prints it as one line."""
-
-
-class WeightsDeferred:
-    """A true ``pretrained`` value that loads nothing: the builder makes the architecture it makes for
-    pre-trained weights (frozen BatchNorm, full MobileNet tail, Caffe input scaling), and the caller
-    loads a whole model's state dict afterwards (:func:`detseg.models.zoo.create_model` does)."""
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        return "WeightsDeferred()"
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_pretrained` did: keys loaded as they were, loaded after a reshape
-    (first-conv channel adaptation, fc -> conv), skipped for a shape mismatch, missing in the source,
-    unexpected (in the source but not in the model)."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    reshaped: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" ... (+{len(keys) - 5})" if len(keys) > 5 else "")
-
-        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
-        for name in ("reshaped", "mismatched", "missing", "unexpected"):
-            keys = getattr(self, name)
-            if keys:
-                parts.append(f"{len(keys)} {name}: {few(keys)}")
-        return "; ".join(parts)
-
-
-def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt conv weights ``[O, 3, k, k]`` to ``in_channels`` inputs: greyscale sums the three (a grey
-    image repeated three times gives the same response); otherwise the RGB filters repeat cyclically,
-    scaled by ``3 / in_channels`` to keep the response's scale (as timm does)."""
-    if in_channels == weight.shape[1]:
-        return weight
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    reps = -(-in_channels // weight.shape[1])
-    return weight.repeat(1, reps, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
-
-
-def resolve_torchvision_weights(name: str, arch: str | None = None, default: Any = None):
-    """A torchvision ``WeightsEnum`` member from ``"Enum.MEMBER"`` or ``"MEMBER"``/``"DEFAULT"``,
-    resolved against ``arch`` (a torchvision model name) or the enum of ``default`` (a member)."""
-    try:
-        if "." in name:
-            return torchvision.models.get_weight(name)
-        if default is not None:
-            enum = type(default)
-        elif arch is not None:
-            enum = torchvision.models.get_model_weights(arch)
-        else:
-            raise ValueError("no architecture to resolve it against")
-        return enum.DEFAULT if name == "DEFAULT" else enum[name]
-    except (KeyError, ValueError, AttributeError) as err:
-        raise ValueError(f"unknown torchvision weights {name!r} for {arch or 'any model'}: {err}") from err
-
-
-def cached_weights_path(weights: Any) -> Path:
-    """Where torch.hub keeps the file of a torchvision ``WeightsEnum`` member."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as hex."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_sha256(path: Path, expected: str) -> None:
-    actual = file_sha256(path)
-    if not actual.startswith(expected.lower()):
-        raise ValueError(f"{path}: SHA-256 is {actual}, expected {expected}; refusing to load it")
-
-
-def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        ema = obj.get("ema")
-        if isinstance(ema, Mapping) and isinstance(ema.get("model"), Mapping):
-            obj = {"model": ema["model"]}  # a run trained with --ema: the averaged weights it was scored on
-        for key in ("model", "state_dict", "model_state"):
-            inner = obj.get(key)
-            tensors = isinstance(inner, Mapping) and all(isinstance(v, torch.Tensor) for v in inner.values())
-            if inner and tensors:
-                return dict(inner)
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return dict(obj)
-    raise ValueError(f"{where}: no state dict found (expected tensors, or a checkpoint with a 'model' entry)")
-
-
-def split_sha256(source: str | Path, sha256: str | None = None) -> tuple[str, str | None]:
-    """``"path#sha256=HEX"`` -> ``("path", "HEX")``; an explicit ``sha256`` must agree with it."""
-    text = str(source)
-    match = re.fullmatch(r"(.*)#sha256=([0-9a-fA-F]+)", text)
-    if not match:
-        return text, sha256
-    if sha256 and not (match.group(2).lower().startswith(sha256.lower()) or
-                       sha256.lower().startswith(match.group(2).lower())):
-        raise ValueError(f"{text}: the SHA-256 in the name disagrees with sha256={sha256}")
-    return match.group(1), sha256 or match.group(2)
-
-
-def read_weights_file(path: str | Path, sha256: str | None = None) -> Any:
-    """``torch.load(path, weights_only=True)`` after checking the file's SHA-256 (or prefix) when given."""
-    path = Path(path)
-    if sha256:
-        _check_sha256(path, sha256)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickled code (refused by weights_only) or a damaged file: say which file
-        raise ValueError(f"{path}: not a file torch.load(weights_only=True) can read ({err})") from err
-
-
-def read_state_dict(
-    source: str | Path | bool,
-    arch: str | None = None,
-    sha256: str | None = None,
-    weights: Any = None,
-) -> tuple[dict[str, torch.Tensor], str]:
-    """Read weights from a path, a detseg checkpoint, ``zoo:NAME`` or a cached torchvision weights name
-    (``True`` and :data:`PRETRAINED_NAMES` mean ``weights``, a torchvision ``WeightsEnum`` member, or
-    ``arch``'s default weights).
-
-    Returns ``(state_dict, description)``. Never downloads; ``torch.load(weights_only=True)``.
-    """
-    if source is True or (isinstance(source, str) and source.lower() in PRETRAINED_NAMES):
-        if weights is None and arch is None:
-            raise ValueError(f"pretrained={source!r}: this model names no torchvision weights; pass a file")
-        source = "DEFAULT" if weights is None else f"{type(weights).__name__}.{weights.name}"
-    text, sha256 = split_sha256(source, sha256)
-    if text.startswith("zoo:"):
-        from detseg.zoo.build import zoo_weights
-
-        path, recorded = zoo_weights(text.removeprefix("zoo:"))
-        text, sha256 = str(path), sha256 or recorded
-    path = Path(text)
-    if path.is_file():
-        return _extract_state_dict(read_weights_file(path, sha256), str(path)), str(path)
-    if text.endswith((".pt", ".pth", ".ckpt", ".bin")) or "/" in text or os.sep in text:
-        raise WeightsNotFoundError(f"pretrained weights file not found: {text}")
-    resolved = resolve_torchvision_weights(text, arch, weights)
-    cached = cached_weights_path(resolved)
-    if not cached.is_file():
-        raise WeightsNotFoundError(
-            f"torchvision weights {resolved} ({cached.name}) are not on this machine and detseg never "
-            f"downloads: fetch {resolved.url} and put it at {cached} (torch.hub's cache, $TORCH_HOME), "
-            "or pass the path of a local copy as pretrained (or no pretrained to train from scratch)"
-        )
-    match = re.search(r"-([a-f0-9]{8,})\.", cached.name)  # torchvision names files <arch>-<sha256 prefix>.pth
-    expected = sha256 or (match.group(1) if match else "")
-    if expected:
-        _check_sha256(cached, expected)
-    return _extract_state_dict(read_weights_file(cached), str(cached)), f"{resolved} ({cached})"
-
-
-_PREFIXES = (("", ""), ("", "encoder."), ("backbone.", "encoder."), ("encoder.", ""), ("backbone.", ""))
-
-
-def _rename(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")  # DistributedDataParallel's wrapper
-        for old, new in key_map.items():
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        out[key] = value
-    return out
-
-
-def load_state_dict_into(
-    module: nn.Module,
-    state: Mapping[str, torch.Tensor],
-    source: str = "state dict",
-    key_map: Mapping[str, str] | None = None,
-) -> LoadReport:
-    """Load what fits of ``state`` into ``module`` and report the rest (see the module docstring).
-
-    ``key_map``: source key prefixes renamed first (e.g. VGG's ``classifier.0.`` -> ``fc6.``); then the
-    prefix pairing (none, ``encoder.``, ``backbone.``) that matches most keys is used.
-    """
-    target = module.state_dict()
-    renamed = _rename(state, key_map or {})
-    best: dict[str, torch.Tensor] = renamed
-    for src, dst in _PREFIXES:
-        mapped = {dst + k[len(src) :] if k.startswith(src) else k: v for k, v in renamed.items()}
-        if sum(k in target for k in mapped) > sum(k in target for k in best):
-            best = mapped
-    report = LoadReport(source)
-    to_load = {}
-    for key, value in best.items():
-        if key not in target:
-            # BatchNorm's step counter is no weight: FrozenBatchNorm2d has none, BatchNorm2d one each.
-            if not key.endswith("num_batches_tracked"):
-                report.unexpected.append(key)
-            continue
-        want = target[key]
-        if value.shape == want.shape:
-            to_load[key] = value
-            report.loaded.append(key)
-        elif (
-            value.ndim == 4
-            and want.ndim == 4
-            and value.shape[0] == want.shape[0]
-            and value.shape[2:] == want.shape[2:]
-            and value.shape[1] == 3
-        ):
-            to_load[key] = adapt_first_conv(value, want.shape[1])
-            report.reshaped.append(key)
-        elif value.numel() == want.numel() and value.ndim == 2 and want.ndim == 4:
-            to_load[key] = value.reshape(want.shape)  # a fully connected layer seen as a convolution (FCN)
-            report.reshaped.append(key)
-        else:
-            report.mismatched.append(f"{key} {tuple(value.shape)}->{tuple(want.shape)}")
-    module.load_state_dict(to_load, strict=False)
-    report.missing = [k for k in target if k not in to_load and not k.endswith("num_batches_tracked")]
-    log.info(report.summary())
-    for reports in _COLLECTORS:
-        reports.append(report)
-    return report
-
-
-_COLLECTORS: list[list[LoadReport]] = []
-
-
-@contextmanager
-def collect_reports() -> Iterator[list[LoadReport]]:
-    """Gather the :class:`LoadReport` of every load in the block (``create_model`` attaches them to the
-    model it returns: detector builders load into a backbone network and keep no report themselves)."""
-    reports: list[LoadReport] = []
-    _COLLECTORS.append(reports)
-    try:
-        yield reports
-    finally:
-        _COLLECTORS.remove(reports)
-
-
-def load_pretrained(
-    module: nn.Module,
-    pretrained: str | Path | bool | WeightsDeferred | None,
-    arch: str | None = None,
-    sha256: str | None = None,
-    key_map: Mapping[str, str] | None = None,
-    weights: Any = None,
-) -> LoadReport | None:
-    """Load ``pretrained`` into ``module``; returns the :class:`LoadReport` (None when nothing loads:
-    ``None``, ``False`` or :class:`WeightsDeferred`).
-
-    ``arch``: the torchvision model name that torchvision weights names resolve against; ``weights``:
-    the torchvision ``WeightsEnum`` member that ``True`` means (detector builders pass theirs).
-    A source that matches no key at all raises ``ValueError`` (wrong file for this model).
-    """
-    if pretrained is None or pretrained is False or isinstance(pretrained, WeightsDeferred):
-        return None
-    state, description = read_state_dict(pretrained, arch=arch, sha256=sha256, weights=weights)
-    report = load_state_dict_into(module, state, description, key_map)
-    if not report.loaded and not report.reshaped:
-        raise ValueError(
-            f"{description}: none of its {len(state)} tensors fit {type(module).__name__}; {report.summary()}"
-        )
-    return report
+from detseg.models.weights import (  # noqa: F401 (re-exported)
+    PRETRAINED_NAMES,
+    LoadReport,
+    WeightsDeferred,
+    WeightsNotFoundError,
+    _extract_state_dict,
+    adapt_first_conv,
+    cached_weights_path,
+    collect_reports,
+    file_sha256,
+    load_pretrained,
+    load_state_dict_into,
+    read_state_dict,
+    read_weights_file,
+    resolve_torchvision_weights,
+    split_sha256,
+)
 
 
 def replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:

@@ -114,7 +114,13 @@ def build_classifier(
     return model
 
 
-@register_model(task="classify", backbone="resnet18", input_size=(3, 224, 224), outputs="labels")
+# torchvision's ImageNet classifiers are these models whole: their weights names load head and all.
+RESNET_KEY_MAP = {"fc.": "head.", "": "encoder."}
+MOBILENET_V3_KEY_MAP = {"classifier.3.": "head.", "": "encoder."}
+
+
+@register_model(task="classify", backbone="resnet18", input_size=(3, 224, 224), outputs="labels",
+                torchvision="resnet18", torchvision_key_map=RESNET_KEY_MAP)
 def resnet18_classifier(
     num_classes: int = 1000, pretrained: str | None = None, drop_rate: float = 0.0
 ) -> ImageClassifier:
@@ -122,7 +128,8 @@ def resnet18_classifier(
     return build_classifier("resnet18", num_classes, pretrained, drop_rate)
 
 
-@register_model(task="classify", backbone="resnet50", input_size=(3, 224, 224), outputs="labels")
+@register_model(task="classify", backbone="resnet50", input_size=(3, 224, 224), outputs="labels",
+                torchvision="resnet50", torchvision_key_map=RESNET_KEY_MAP)
 def resnet50_classifier(
     num_classes: int = 1000, pretrained: str | None = None, drop_rate: float = 0.0
 ) -> ImageClassifier:
@@ -130,7 +137,8 @@ def resnet50_classifier(
     return build_classifier("resnet50", num_classes, pretrained, drop_rate)
 
 
-@register_model(task="classify", backbone="mobilenet_v3_large", input_size=(3, 224, 224), outputs="labels")
+@register_model(task="classify", backbone="mobilenet_v3_large", input_size=(3, 224, 224), outputs="labels",
+                torchvision="mobilenet_v3_large", torchvision_key_map=MOBILENET_V3_KEY_MAP)
 def mobilenet_v3_large_classifier(
     num_classes: int = 1000, pretrained: str | None = None, drop_rate: float = 0.0
 ) -> ImageClassifier:

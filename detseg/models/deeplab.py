@@ -98,7 +98,12 @@ def _deeplab(
     return model
 
 
-@register_model(task="segment", backbone="resnet50", input_size=(3, 513, 513), paper="Chen et al. 2017")
+# torchvision's counterparts (COCO_WITH_VOC_LABELS_V1 weights); its ASPP rates are (12, 24, 36) at any stride.
+MOBILENET_KEY_MAP = {**TORCHVISION_KEY_MAP, "backbone.": "encoder.features."}
+
+
+@register_model(task="segment", backbone="resnet50", input_size=(3, 513, 513), paper="Chen et al. 2017",
+                torchvision="deeplabv3_resnet50", torchvision_key_map=TORCHVISION_KEY_MAP)
 def deeplabv3_resnet50(
     num_classes: int = 21,
     in_channels: int = 3,
@@ -119,7 +124,8 @@ def deeplabv3_resnet50(
     )
 
 
-@register_model(task="segment", backbone="resnet101", input_size=(3, 513, 513), paper="Chen et al. 2017")
+@register_model(task="segment", backbone="resnet101", input_size=(3, 513, 513), paper="Chen et al. 2017",
+                torchvision="deeplabv3_resnet101", torchvision_key_map=TORCHVISION_KEY_MAP)
 def deeplabv3_resnet101(
     num_classes: int = 21,
     in_channels: int = 3,
@@ -140,7 +146,9 @@ def deeplabv3_resnet101(
     )
 
 
-@register_model(task="segment", backbone="mobilenet_v3_large", input_size=(3, 520, 520))
+@register_model(task="segment", backbone="mobilenet_v3_large", input_size=(3, 520, 520),
+                torchvision="deeplabv3_mobilenet_v3_large", torchvision_key_map=MOBILENET_KEY_MAP,
+                torchvision_kwargs={"atrous_rates": (12, 24, 36)})
 def deeplabv3_mobilenet_v3_large(
     num_classes: int = 21, in_channels: int = 3, pretrained: str | None = None, **kwargs
 ) -> DeepLabV3:

@@ -46,6 +46,7 @@ def prepare_targets(
     num_classes: int,
     label_offset: int = 1,
     min_box_size: float = 1.0,
+    masks: bool = False,
 ) -> list[dict[str, Tensor]]:
     """Check and clean training targets; return new ``{"boxes", "labels": labels + label_offset}`` dicts.
 
@@ -53,6 +54,9 @@ def prepare_targets(
     lower than ``min_box_size`` pixels after clipping are dropped with one warning (torchvision would
     raise, and a zero-area box gives a NaN loss). Labels outside ``[0, num_classes)`` and non-finite
     coordinates raise :class:`DataError` naming the image and the entry.
+
+    ``masks=True`` (Mask R-CNN): each target's instance ``masks`` (``uint8 [N, H, W]``, the image's
+    size) go on too, dropped with their boxes; a target without them raises DataError.
     """
     if targets is None:
         raise ValueError("training mode needs targets: a list of {'boxes', 'labels'} dicts, one per image")
@@ -96,8 +100,11 @@ def prepare_targets(
         keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
         if not keep.all():
             dropped += [f"{where} box {j}" for j in (~keep).nonzero().flatten().tolist()]
-        # Only boxes and labels go on: torchvision's transform would also resize masks and keypoints.
+        # Only boxes and labels go on (and masks for a mask model): torchvision's transform would also
+        # resize masks and keypoints.
         out.append({"boxes": boxes[keep], "labels": labels[keep].long() + label_offset})
+        if masks:
+            out[-1]["masks"] = _instance_masks(target, image, boxes.shape[0], where)[keep]
     if dropped:
         warnings.warn(
             f"dropped {len(dropped)} box(es) smaller than {min_box_size} px after clipping to the image "
@@ -105,6 +112,20 @@ def prepare_targets(
             stacklevel=3,
         )
     return out
+
+
+def _instance_masks(target: dict, image: Tensor, count: int, where: str) -> Tensor:
+    """A target's ``masks`` checked against its boxes and image: ``uint8 [N, H, W]``."""
+    if "masks" not in target:
+        raise DataError(where, "has no 'masks': a mask model trains on instance masks (a spec with "
+                        "task: instance), or on boxes alone after model.train_boxes_only() (task: detect)")
+    masks = torch.as_tensor(target["masks"]).as_subclass(Tensor).to(image.device)
+    if masks.numel() == 0:
+        masks = masks.reshape(0, *image.shape[-2:])
+    if masks.dim() != 3 or masks.shape[0] != count or masks.shape[-2:] != image.shape[-2:]:
+        raise DataError(where, f"masks must be [N, H, W] = [{count}, {image.shape[-2]}, {image.shape[-1]}] "
+                        f"(one per box, the image's size), got {tuple(masks.shape)}")
+    return (masks > 0).to(torch.uint8)
 
 
 class ZeroBasedLabels:
@@ -118,6 +139,8 @@ class ZeroBasedLabels:
     label_offset: int = 1
     min_box_size: float = 1.0
     min_train_batch: int = 1  # BatchNorm on a 1x1 map needs 2 images (SSDLite)
+    uses_masks: bool = False  # Mask R-CNN: targets carry instance masks
+    train_masks: bool = False
 
     def forward(self, images, targets=None):  # type: ignore[override]
         images = check_images(images)
@@ -127,7 +150,8 @@ class ZeroBasedLabels:
                     f"{type(self).__name__} trains on batches of at least {self.min_train_batch} images "
                     f"(its BatchNorm sees 1x1 maps), got {len(images)}"
                 )
-            targets = prepare_targets(images, targets, self.num_classes, self.label_offset, self.min_box_size)
+            targets = prepare_targets(images, targets, self.num_classes, self.label_offset, self.min_box_size,
+                                      masks=self.uses_masks and self.train_masks)
             return super().forward(images, targets)  # type: ignore[misc]
         detections = super().forward(images)  # type: ignore[misc]
         for det, image in zip(detections, images, strict=True):

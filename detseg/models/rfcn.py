@@ -232,7 +232,8 @@ class _RFCN(nn.Module):
         )
 
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
-        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        # Sizes as shape values, not int(): an ONNX trace then scales boxes back for any input size.
+        original_sizes = [(img.shape[-2], img.shape[-1]) for img in images]
         image_list, targets = self.transform(images, targets)
         c4, c5 = self.backbone(image_list.tensors)
         proposals, rpn_losses = self.rpn(image_list, {"0": c4}, targets)

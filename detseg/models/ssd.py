@@ -181,7 +181,7 @@ def _ssd_vgg16(
 
 
 @register_model(task="detect", backbone="vgg16", input_size=(3, 300, 300), paper="Liu et al. 2016",
-                default_boxes=8732)
+                default_boxes=8732, torchvision="ssd300_vgg16")
 def ssd300_vgg16(
     num_classes: int = 20,
     pretrained: bool | str | os.PathLike = False,

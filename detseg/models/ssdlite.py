@@ -81,12 +81,14 @@ def _ssdlite(backbone: nn.Module, size: int, num_classes: int, kwargs: dict[str,
 
 
 @register_model(task="detect", backbone="mobilenet_v3_large", input_size=(3, 320, 320),
-                paper="Howard et al. 2019")
+                paper="Howard et al. 2019", torchvision="ssdlite320_mobilenet_v3_large",
+                torchvision_kwargs={"reduced_tail": True})
 def ssdlite320_mobilenet_v3_large(
     num_classes: int = 20,
     pretrained: bool | str | os.PathLike = False,
     trainable_backbone_layers: int | None = None,
     size: int = 320,
+    reduced_tail: bool | None = None,
     **kwargs: Any,
 ) -> SSDDetector:
     """SSDLite on MobileNetV3-Large (torchvision's recipe; reduced tail when trained from scratch).
@@ -94,10 +96,13 @@ def ssdlite320_mobilenet_v3_large(
     ``pretrained``: True loads torchvision's ImageNet MobileNetV3-Large from the torch.hub cache, a path
     loads that file. ``size``: the square input side (320 in the paper). ``min_scale``, ``max_scale``
     (keyword arguments): the default boxes' smallest and largest scale, 0.2 and 0.95 of the side.
+    ``reduced_tail``: MobileNetV3's halved last stage (default: from scratch only; torchvision's COCO
+    weights were trained with it, from scratch).
     """
     trainable = trainable_layers(trainable_backbone_layers, pretrained, 6, 6)
     # The reduced tail (Table 6 of the MobileNetV3 paper) does not fit ImageNet weights.
-    net = mobilenet_v3_large(weights=None, norm_layer=NORM_LAYER, reduced_tail=not pretrained)
+    reduced = not pretrained if reduced_tail is None else bool(reduced_tail)
+    net = mobilenet_v3_large(weights=None, norm_layer=NORM_LAYER, reduced_tail=reduced)
     if pretrained:
         load_pretrained(net, pretrained, MobileNet_V3_Large_Weights.IMAGENET1K_V1)
     else:

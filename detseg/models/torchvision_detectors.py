@@ -15,6 +15,7 @@ from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, mob
 from torchvision.models.detection import FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor, _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead, _default_anchorgen
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -53,7 +54,8 @@ def _resnet50(pretrained: bool | str | os.PathLike) -> nn.Module:
     return net
 
 
-@register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Ren et al. 2015")
+@register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Ren et al. 2015",
+                torchvision="fasterrcnn_resnet50_fpn")
 def fasterrcnn_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
                             trainable_backbone_layers: int | None = None,
                             size: int | None = None, **kwargs: Any) -> FasterRCNNDetector:
@@ -65,8 +67,29 @@ def fasterrcnn_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.P
     return FasterRCNNDetector(backbone, num_classes, **kwargs)
 
 
+@register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Li et al. 2021",
+                torchvision="fasterrcnn_resnet50_fpn_v2")
+def fasterrcnn_resnet50_fpn_v2(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
+                               trainable_backbone_layers: int | None = None,
+                               size: int | None = None, **kwargs: Any) -> FasterRCNNDetector:
+    """Faster R-CNN v2 ("Benchmarking detection transfer learning with vision transformers"): BatchNorm
+    everywhere (backbone, FPN, a 4-conv box head), a 2-conv RPN head; torchvision's architecture."""
+    kwargs["size"] = size
+    _check(num_classes, kwargs)
+    trainable = trainable_layers(trainable_backbone_layers, pretrained, 5, 3)
+    net = resnet50(weights=None)
+    load_pretrained(net, pretrained, ResNet50_Weights.IMAGENET1K_V1)
+    backbone = _resnet_fpn_extractor(net, trainable, norm_layer=nn.BatchNorm2d)
+    anchors = _default_anchorgen()
+    rpn_head = RPNHead(backbone.out_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
+    box_head = FastRCNNConvFCHead((backbone.out_channels, 7, 7), [256, 256, 256, 256], [1024],
+                                  norm_layer=nn.BatchNorm2d)
+    return FasterRCNNDetector(backbone, num_classes, rpn_anchor_generator=anchors, rpn_head=rpn_head,
+                              box_head=box_head, **kwargs)
+
+
 @register_model(task="detect", backbone="mobilenet_v3_large_fpn", input_size=(3, 320, 320),
-                paper="Ren et al. 2015")
+                paper="Ren et al. 2015", torchvision="fasterrcnn_mobilenet_v3_large_320_fpn")
 def fasterrcnn_mobilenet_v3_large_320_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
                                           trainable_backbone_layers: int | None = None,
                                           size: int | None = None, **kwargs: Any) -> FasterRCNNDetector:
@@ -83,7 +106,8 @@ def fasterrcnn_mobilenet_v3_large_320_fpn(num_classes: int = 20, pretrained: boo
     return FasterRCNNDetector(backbone, num_classes, rpn_anchor_generator=anchors, **{**defaults, **kwargs})
 
 
-@register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Lin et al. 2017")
+@register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="Lin et al. 2017",
+                torchvision="retinanet_resnet50_fpn", label_offset=0)
 def retinanet_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
                            trainable_backbone_layers: int | None = None, size: int | None = None,
                            **kwargs: Any) -> RetinaNetDetector:

@@ -29,22 +29,41 @@ class ModelInfo:
     backbone: str = ""
     input_size: tuple[int, int, int] = (3, 224, 224)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The family's training defaults (optimizer, lr, schedule, warm-up, batch size, augmentation...), used by
+    # ``detseg train`` where the command line and the spec say nothing (detseg.engine.config).
+    default_cfg: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(task: str, backbone: str = "", input_size: tuple[int, int, int] = (3, 224, 224), **extra):
-    """Register a builder under its function name."""
+def register_model(
+    task: str,
+    backbone: str = "",
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    default_cfg: dict[str, Any] | None = None,
+    **extra,
+):
+    """Register a builder under its function name. ``default_cfg``: the family's training defaults
+    (:data:`detseg.engine.config.TUNABLE` names, e.g. ``{"optimizer": "adamw", "lr": 3e-3}``)."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, builder, task, backbone, tuple(input_size), dict(extra))
+        _REGISTRY[name] = ModelInfo(
+            name, builder, task, backbone, tuple(input_size), dict(extra), _default_cfg(name, default_cfg)
+        )
         return builder
 
     return wrap
+
+
+def _default_cfg(name: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's own training defaults, else its family's (:mod:`detseg.models.default_cfgs`)."""
+    from detseg.models.default_cfgs import family_default_cfg
+
+    return dict(given) if given is not None else family_default_cfg(name)
 
 
 def _load_all() -> None:
@@ -71,6 +90,10 @@ def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry of ``name``; an unknown name raises ValueError naming the closest models."""
+    if name.startswith("timm:"):  # timm's classifiers by name (detseg.models.timm_models)
+        from detseg.models.timm_models import timm_model_info
+
+        return timm_model_info(name)
     _load_all()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
@@ -83,18 +106,35 @@ def model_info(name: str) -> ModelInfo:
 def create_model(name: str, pretrained: Any = None, **kwargs) -> nn.Module:
     """Build a registered model by name; keyword arguments go to its builder (num_classes, size...).
 
-    ``pretrained`` (see :mod:`detseg.models.backbones`): ``True`` or a torchvision weights name (from
-    torch.hub's cache, never downloaded), a file (``"w.pth#sha256=..."``), a detseg checkpoint, or
+    ``pretrained`` (resolved by :mod:`detseg.models.weights`): the model's own torchvision weights by
+    name (``"COCO_V1"``, ``"COCO_WITH_VOC_LABELS_V1"``, ``"IMAGENET1K_V1"`` for classifiers,
+    ``"DEFAULT"``; built with the weights' classes, whose names come along as ``model.class_names``, see
+    :mod:`detseg.models.torchvision_weights`), ``True`` or a backbone's torchvision weights name, a URL
+    (downloaded once into torch.hub's cache), a file (``"w.pth#sha256=..."``), a detseg checkpoint, or
     ``"zoo"`` / ``"zoo:NAME"`` for the weights ``detseg zoo build NAME`` cached. A zoo checkpoint or a
     whole detector's state dict (torchvision's COCO models, a detseg run) loads into the whole model,
     built as the weights were trained; anything else goes to the builder, which loads its backbone.
-    The :class:`~detseg.models.backbones.LoadReport` is kept as ``model.pretrained_report``.
+    The :class:`~detseg.models.weights.LoadReport` is kept as ``model.pretrained_report``.
+    A weights name the model does not have raises ValueError listing the names it has.
     """
-    from detseg.models.backbones import collect_reports
+    from detseg.models import torchvision_weights as tvw
+    from detseg.models.weights import collect_reports
 
+    if name.startswith("timm:"):  # timm's classifiers by name; timm encoders under the segmenters
+        from detseg.models.timm_models import create_timm_classifier
+
+        return create_timm_classifier(name, pretrained=pretrained, **kwargs)
+    if str(kwargs.get("backbone", "")).startswith("timm:"):
+        from detseg.models.timm_segmenters import timm_segmenter_name
+
+        name = timm_segmenter_name(name)
     info = model_info(name)
     if isinstance(pretrained, str) and (pretrained == "zoo" or pretrained.startswith("zoo:")):
         return _from_zoo(info, pretrained.partition(":")[2] or name, kwargs)
+    member = tvw.full_weights(info, pretrained)
+    if member is not None:
+        return tvw.from_torchvision(info, member, kwargs)
+    tvw.check_weights_name(info, pretrained)
     if info.task == "detect" and _is_file_source(pretrained):
         whole = _whole_detector(info, pretrained, kwargs)
         if whole is not None:
@@ -109,7 +149,7 @@ def create_model(name: str, pretrained: Any = None, **kwargs) -> nn.Module:
 
 
 def _is_file_source(pretrained: Any) -> bool:
-    from detseg.models.backbones import split_sha256
+    from detseg.models.weights import split_sha256
 
     if pretrained is None or isinstance(pretrained, bool):
         return False
@@ -119,10 +159,9 @@ def _is_file_source(pretrained: Any) -> bool:
 def _from_zoo(info: ModelInfo, zoo_name: str, kwargs: dict[str, Any]) -> nn.Module:
     """``info``'s model with the weights ``detseg zoo build zoo_name`` cached, built with the arguments
     it was trained with (``kwargs`` override them; another class count reloads all but the head)."""
-    from detseg.models.backbones import load_pretrained
-    from detseg.zoo.build import zoo_checkpoint
+    from detseg.models.weights import load_pretrained, zoo_cached
 
-    path, sha256, meta = zoo_checkpoint(zoo_name)
+    path, sha256, meta = zoo_cached(zoo_name)
     if meta.get("model") == info.name:
         kwargs = {**meta.get("model_kwargs", {}), **kwargs}
     model = info.builder(**kwargs)
@@ -140,7 +179,8 @@ def _whole_detector(info: ModelInfo, pretrained: Any, kwargs: dict[str, Any]) ->
     checkpoint keeps its run's arguments and from-scratch form, other files (torchvision's COCO models,
     trained from ImageNet backbones) the pre-trained form.
     """
-    from detseg.models.backbones import (
+    from detseg.models.torchvision_weights import class_names, known_file
+    from detseg.models.weights import (
         WeightsDeferred,
         _extract_state_dict,
         load_state_dict_into,
@@ -157,8 +197,12 @@ def _whole_detector(info: ModelInfo, pretrained: Any, kwargs: dict[str, Any]) ->
     from_detseg = isinstance(meta, dict) and meta.get("model") == info.name
     if from_detseg:
         kwargs = {**meta.get("model_kwargs", {}), **kwargs}
+    member = None if from_detseg else known_file(info, path)
+    names, ids = class_names(info, list(member.meta["categories"])) if member else ([], None)
+    if member is not None:  # torchvision's own file fetched by hand: its architecture and its classes
+        kwargs = {**info.extra.get("torchvision_kwargs", {}), "num_classes": len(names), **kwargs}
     forms = [None, WeightsDeferred()] if from_detseg else [WeightsDeferred(), None]
-    best, best_score = None, None
+    best, best_score, best_form = None, None, None
     for form in forms:
         model = info.builder(**kwargs, pretrained=form)
         own = model.state_dict()
@@ -166,6 +210,10 @@ def _whole_detector(info: ModelInfo, pretrained: Any, kwargs: dict[str, Any]) ->
         fit = sum(k in own and own[k].shape == shape for k, shape in theirs.items())
         score = fit - sum(k not in own for k in theirs) - sum(k not in theirs for k in own)
         if best_score is None or score > best_score:
-            best, best_score = model, score
+            best, best_score, best_form = model, score, form
     best.pretrained_report = load_state_dict_into(best, state, path)
+    best.build_kwargs = dict(kwargs)
+    best.pretrained_form = best_form is not None  # built as for pre-trained weights (frozen BatchNorm...)
+    if member is not None and kwargs["num_classes"] == len(names):
+        best.class_names, best.category_ids = names, ids
     return best

@@ -248,6 +248,9 @@ def _detector_rows(
         # The new classes' box regressors stay as built (read only for their own class).
         old = torch.arange(4 * k_old)
         rows.append(("roi_heads.box_predictor.bbox_pred", old, old, None, None))
+        if getattr(model.roi_heads, "mask_predictor", None) is not None:  # Mask R-CNN: one mask per class
+            old = torch.arange(k_old)
+            rows.append(("roi_heads.mask_predictor.mask_fcn_logits", old, old, None, None))
     else:
         raise ValueError(f"extending the head of a {type(model).__name__} is not supported")
     return rows

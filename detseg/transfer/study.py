@@ -123,6 +123,8 @@ def run_study(
     domains = {"source": (str(source), src_split), "target": (str(target), tgt_split)}
 
     # 1. The source model (its classes checked against the add-a-class data before any training).
+    if source_weights is not None and _is_weights_name(source_weights):
+        source_weights = _weights_checkpoint(model, str(source_weights), out / "source_weights" / "best.pt")
     if source_weights is not None:
         if not Path(source_weights).is_file():
             raise FileNotFoundError(f"source_weights: no checkpoint at {source_weights}")
@@ -246,6 +248,26 @@ def _count_steps(plan: dict, source_weights, add_class, pseudo_labels=None) -> i
     trained = [m for m in plan["modes"] if m != "as_is"]
     add = len(ADD_CLASS_MODES) + bool(pseudo_labels) if add_class else 0
     return (0 if source_weights else 1) + len(trained) + add
+
+
+def _is_weights_name(source: str | Path) -> bool:
+    """``COCO_V1``, ``SSD300_VGG16_Weights.COCO_V1``, ``zoo:NAME``, a URL: weights, not a checkpoint."""
+    text = str(source)
+    if Path(text).exists():
+        return False
+    if text.startswith(("zoo:", "http://", "https://", "timm:")):
+        return True
+    return text.replace(".", "").replace("_", "").isalnum() and not text.endswith((".pt", ".pth"))
+
+
+def _weights_checkpoint(model: str, weights: str, path: Path) -> Path:
+    """Pre-trained weights by name (torchvision's COCO model...) saved as a detseg checkpoint of
+    ``model`` with their classes: the study's source model, used as it is."""
+    from detseg.engine.checkpoint import save_checkpoint
+    from detseg.engine.pretrained import load_pretrained_model
+
+    net, meta = load_pretrained_model(model, weights)
+    return save_checkpoint({"model": net.state_dict(), "meta": meta}, path)
 
 
 def _checkpoint_classes(ckpt: str | Path) -> list[str]:

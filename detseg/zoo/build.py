@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SSDLITE_SHAPES_TRAIN: dict[str, Any] = dict(
     epochs=30, img_size=192, batch_size=8, optimizer="sgd", lr=0.01, warmup=50, seed=0,
     model_args={"size": 192},
+    # pinned where the SSDLite family defaults (models/default_cfgs.py) would differ from what was measured
+    schedule="poly", ema=0.0, channels_last=False,
 )
 
 #: The shapes data both recipes train on: ``detseg synth --seed 0`` (200 train + 50 val, 128 px).
@@ -41,7 +42,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "synth": SHAPES_DATA, "spec": "segment.yaml", "metric": "miou",
         # the transfer study's source recipe (benchmarks/transfer_study.py, synth-segment)
         "train": dict(epochs=40, img_size=128, batch_size=4, optimizer="adamw", lr=2e-3, schedule="cosine",
-                      warmup=50, loss="ce+dice", seed=0, model_args={"width": 16}),
+                      warmup=50, loss="ce+dice", seed=0, model_args={"width": 16},
+                      # pinned where the U-Net family defaults would differ from what was measured
+                      weight_decay=1e-2, scale_range=(0.5, 2.0), channels_last=False),
     },
     "ssdlite320_mobilenet_v3_large": {
         "synth": SHAPES_DATA, "spec": "detect.yaml", "metric": "AP50",
@@ -64,22 +67,24 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def zoo_home() -> Path:
-    """Where zoo weights are cached: ``$DETSEG_HOME/zoo`` (default ``~/.cache/detseg/zoo``)."""
-    return Path(os.environ.get("DETSEG_HOME") or Path.home() / ".cache" / "detseg").expanduser() / "zoo"
+    """Where zoo weights are cached: ``$DETSEG_HOME/zoo`` (default ``~/.cache/detseg/zoo``); the weights
+    resolver (:mod:`detseg.models.weights`) reads them there."""
+    from detseg.models.weights import zoo_home as home
+
+    return home()
 
 
 def zoo_checkpoint(name: str) -> tuple[Path, str, dict[str, Any]]:
     """``(path, sha256, meta)`` of the cached zoo weights ``name``; says how to build them if absent."""
-    from detseg.models.backbones import WeightsNotFoundError
+    from detseg.models.weights import WeightsNotFoundError, zoo_cached
 
-    path = zoo_home() / f"{name}.pt"
-    record = path.with_suffix(".json")
-    if not path.is_file() or not record.is_file():
-        how = f"run `detseg zoo build {name}`" if name in RECIPES else (
-            f"no zoo recipe is named {name!r} (recipes: {', '.join(sorted(RECIPES))})")
-        raise WeightsNotFoundError(f"zoo weights {name!r} are not built on this machine ({path}): {how}")
-    info = json.loads(record.read_text())
-    return path, info["sha256"], info.get("meta", {})
+    try:
+        return zoo_cached(name)
+    except WeightsNotFoundError as err:
+        if name in RECIPES:
+            raise
+        raise WeightsNotFoundError(f"{err}; no zoo recipe is named {name!r} "
+                                   f"(recipes: {', '.join(sorted(RECIPES))})") from err
 
 
 def zoo_weights(name: str) -> tuple[Path, str]:
@@ -106,7 +111,7 @@ def build(
     """
     from detseg.engine.checkpoint import inference_weights, load_checkpoint, save_checkpoint
     from detseg.engine.run import train
-    from detseg.models.backbones import file_sha256
+    from detseg.models.weights import file_sha256
     from detseg.zoo.figures import how_obtained, record_figures
 
     if recipe is None:

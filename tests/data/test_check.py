@@ -149,10 +149,12 @@ def test_synthetic_data_checks_clean(tmp_path, capsys):
         )
         == 0
     )
-    drawn = sorted(p.name for p in (tmp_path / "show").glob("*.png"))
+    drawn = sorted(p.name for p in (tmp_path / "show").glob("val_*.png"))
     assert len(drawn) == 2  # same file names for both tasks: the second run overwrote the first
+    assert (tmp_path / "show" / "contact_sheet.png").is_file()
     with Image.open(tmp_path / "show" / drawn[0]) as im:
-        assert im.size == (64, 48) and im.mode == "RGB"
+        # 64 x 48 enlarged 11 times (shorter side >= 512), a legend of the class colours below.
+        assert im.size[0] == 64 * 11 and im.size[1] > 48 * 11 and im.mode == "RGB"
 
 
 def test_coco_segmentation_problems_are_listed(tmp_path):

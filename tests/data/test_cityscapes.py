@@ -9,8 +9,10 @@ from PIL import Image
 from detseg.data.cityscapes import (
     INSTANCE_CLASSES,
     TRAIN_CLASSES,
+    avg_instance_sizes,
     cityscapes_to_coco,
     label_ids_to_train_ids,
+    read_instances,
     train_id_table,
 )
 from detseg.data.dataset import DetectionDataset, SegmentationDataset
@@ -88,3 +90,14 @@ def test_instances_become_boxes(city):
     assert target["labels"].tolist() == [1]
     assert target["boxes"].tolist() == [[4.0, 12.0, 10.0, 16.0]]
     assert target["masks"].shape == (1, 20, 30) and int(target["masks"].sum()) == 24
+
+
+def test_read_instances_gives_masks_and_train_ids(city):
+    root, _ = city
+    masks, labels = read_instances(root / "gtFine/val/aachen/aachen_000000_000019_gtFine_instanceIds.png")
+    assert labels.tolist() == [13]  # the car, in train ids; the person crowd has no instance
+    assert masks.dtype == np.uint8 and masks.shape == (1, 20, 30)
+    assert int(masks.sum()) == 24 and masks[0, 12:16, 4:10].all()
+    # cityscapesScripts' avgClassSize, keyed by train id, for the 8 instance classes only
+    sizes = avg_instance_sizes()
+    assert sorted(sizes) == list(range(11, 19)) and sizes[11] == pytest.approx(3462.4756337644)

@@ -39,7 +39,7 @@ def test_same_seed_writes_byte_identical_files_and_another_seed_does_not(dataset
     again = generate(SynthConfig(seed=7, classes=SHAPES, **SMALL), tmp_path / "again")
     first, second = _files(dataset), _files(again)
     assert first.keys() == second.keys()
-    assert len(first) == 2 * (6 + 3) + 2 + 3  # images + masks, 2 json, 2 specs + synth.json
+    assert len(first) == 2 * (6 + 3) + 2 + 4  # images + masks, 2 json, 3 specs + synth.json
     assert first == second
 
     other = _files(generate(SynthConfig(seed=8, classes=SHAPES, **SMALL), tmp_path / "other"))
@@ -92,6 +92,8 @@ def test_specs_name_the_written_files(dataset):
     segment = yaml.safe_load((dataset / "segment.yaml").read_text())
     assert (detect["task"], detect["format"], detect["classes"]) == ("detect", "coco", list(SHAPES))
     assert (segment["task"], segment["format"]) == ("segment", "masks")
+    instance = yaml.safe_load((dataset / "instance.yaml").read_text())
+    assert instance == {**detect, "task": "instance"}  # the same json, whose RLE masks it reads too
     assert segment["classes"] == ["background", *SHAPES] and segment["ignore_index"] == 255
     assert segment["values"] == {i: i for i in range(len(SHAPES) + 1)}
     for spec, keys in ((detect, ("images", "annotations")), (segment, ("images", "masks"))):

@@ -22,7 +22,9 @@ SMALL = {"ssd*_vgg16": dict(trainable_backbone_layers=0), "rfcn_*": dict(min_siz
          "ssdlite*": dict(size=160),
          "fasterrcnn_*": dict(min_size=128, max_size=128, rpn_post_nms_top_n_train=200,
                               box_batch_size_per_image=64),
-         "retinanet_*": dict(min_size=128, max_size=128)}
+         "retinanet_*": dict(min_size=128, max_size=128),
+         "maskrcnn_*": dict(min_size=128, max_size=128, rpn_post_nms_top_n_train=200,
+                            box_batch_size_per_image=64)}
 DETECTORS = list_models(task="detect")
 
 
@@ -49,6 +51,10 @@ def test_detector_contract_with_awkward_targets(name):
                                 [100, 10, 103, 13]]),  # tiny but valid
          "labels": torch.tensor([2, 0, 1])},
     ]
+    if getattr(model, "uses_masks", False):  # Mask R-CNN: an instance mask per box, dropped with it
+        targets[0]["masks"] = torch.zeros(0, 160, 160, dtype=torch.uint8)
+        targets[1]["masks"] = torch.zeros(3, 120, 160, dtype=torch.uint8)
+        targets[1]["masks"][0, 50:120, 0:90] = targets[1]["masks"][2, 10:13, 100:103] = 1
     with pytest.warns(UserWarning, match="dropped 1 box"):
         losses = model(images, targets)
     assert losses and all(v.dim() == 0 and math.isfinite(v.item()) for v in losses.values())
@@ -64,8 +70,10 @@ def test_detector_contract_with_awkward_targets(name):
         dets = model(images[1:])
     assert len(dets) == 1
     for det, image in zip(dets, images[1:], strict=True):
-        assert set(det) == {"boxes", "labels", "scores"}
         n = len(det["scores"])
+        if getattr(model, "uses_masks", False):  # [N, 1, H, W] probabilities, as torchvision's
+            assert det.pop("masks").shape == (n, 1, *image.shape[-2:])
+        assert set(det) == {"boxes", "labels", "scores"}
         assert det["boxes"].shape == (n, 4) and det["labels"].shape == (n,)
         assert det["labels"].dtype == torch.int64
         assert ((det["labels"] >= 0) & (det["labels"] < 3)).all()

@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from detseg.models import deconvnet, deeplab, fcn, unet
+from detseg.models import deconvnet, deeplab, fcn, fpn, parsenet, unet
 from detseg.models.backbones import (
     MobileNetEncoder,
     ResNetEncoder,
@@ -22,7 +22,8 @@ from detseg.nn.segmenter import IMAGENET_MEAN, IMAGENET_STD
 SEGMENTERS = [
     "fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16", "deconvnet_vgg16", "unet", "unet_resnet18",
     "unet_resnet34", "unet_mobilenet_v2", "deeplabv3_resnet50", "deeplabv3_resnet101",
-    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large", "fpn_resnet50", "fpn_resnet101", "fpn_mobilenet_v3_large",
+    "parsenet_vgg16",
 ]  # fmt: skip
 TINY_VGG = {"width": 0.125, "fc_channels": 32, "dropout": 0.0}
 
@@ -145,6 +146,32 @@ class TestDeepLabV3MobileNetV3(SegmenterChecks):
     steps = 4
 
 
+class TestFPNResNet50(SegmenterChecks):
+    builder = staticmethod(fpn.fpn_resnet50)
+    steps = 3
+
+
+class TestFPNResNet101(SegmenterChecks):
+    builder = staticmethod(fpn.fpn_resnet101)
+    size = (19, 23)  # the same code as ResNet-50, deeper: smaller images keep it quick
+    steps = 2
+
+
+class TestFPNMobileNetV3(SegmenterChecks):
+    builder = staticmethod(fpn.fpn_mobilenet_v3_large)
+    steps = 4
+
+
+class TestParseNet(SegmenterChecks):
+    builder = staticmethod(parsenet.parsenet_vgg16)
+    kwargs = TINY_VGG
+
+
+class TestParseNetBN(SegmenterChecks):
+    builder = staticmethod(parsenet.parsenet_vgg16)
+    kwargs = {**TINY_VGG, "batch_norm": True}
+
+
 def test_registry_lists_every_segmenter_and_builds_by_name():
     from detseg.models.zoo import create_model, list_models, model_info
 
@@ -242,7 +269,7 @@ def test_pretrained_through_the_builder_and_detseg_checkpoints(tmp_path):
 
 def test_pretrained_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    with pytest.raises(ValueError, match="never downloads"):
+    with pytest.raises(ValueError, match="downloads are off .* put it at"):  # tests run offline
         deeplab.deeplabv3_resnet50(num_classes=2, pretrained="IMAGENET1K_V2")
     with pytest.raises(ValueError, match="not found"):
         unet.unet(pretrained=str(tmp_path / "missing.pt"))

@@ -74,8 +74,10 @@ def test_build_is_reproducible_cached_recorded_and_loaded_by_create_model(zoo_tm
 def test_missing_zoo_weights_say_which_command_builds_them(capsys):
     with pytest.raises(WeightsNotFoundError, match=r"run `detseg zoo build unet_resnet18`"):
         create_model("unet_resnet18", pretrained="zoo")
-    with pytest.raises(WeightsNotFoundError, match=r"no zoo recipe is named 'fcn8s_vgg16'"):
+    with pytest.raises(WeightsNotFoundError, match=r"zoo weights 'fcn8s_vgg16' are not built"):
         create_model("fcn8s_vgg16", pretrained="zoo")
+    with pytest.raises(WeightsNotFoundError, match=r"no zoo recipe is named 'fcn8s_vgg16'"):
+        zoo_build.zoo_checkpoint("fcn8s_vgg16")
     assert main(["zoo", "build", "no_such_recipe"]) == 2
     assert "no zoo recipe named 'no_such_recipe'; recipes: " in capsys.readouterr().err
 

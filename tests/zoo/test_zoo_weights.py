@@ -94,15 +94,17 @@ def test_offline_message_says_which_file_to_put_where(tmp_path, monkeypatch):
         create_model("fasterrcnn_resnet50_fpn", num_classes=2, pretrained=True)
     assert str(where) in str(err.value) and "download.pytorch.org" in str(err.value)
     assert isinstance(err.value, ValueError) and isinstance(err.value, FileNotFoundError)  # CLI: one line
-    # A segmenter names the same way; a file put there whose SHA-256 does not start with the name's
-    # prefix (torchvision names files <arch>-<sha256 prefix>.pth) is refused.
+    # A segmenter names the same way. A file put there is used as it is (torch.hub's cache is trusted;
+    # the name's SHA-256 prefix is checked when detseg downloads it, tests/models/test_weights_download.py),
+    # and a "#sha256=" suffix checks it on every read.
     with pytest.raises(WeightsNotFoundError, match=r"resnet18-f37072fd.pth.*put it at"):
         create_model("unet_resnet18", pretrained="IMAGENET1K_V1")
     cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), cached)
+    assert create_model("unet_resnet18", pretrained="IMAGENET1K_V1").pretrained_report.mismatched == []
     with pytest.raises(ValueError, match="SHA-256 is .* expected f37072fd"):
-        create_model("unet_resnet18", pretrained="ResNet18_Weights.IMAGENET1K_V1")
+        create_model("unet_resnet18", pretrained="ResNet18_Weights.IMAGENET1K_V1#sha256=f37072fd")
     with pytest.raises(WeightsNotFoundError, match="not found"):
         create_model("ssdlite320_mobilenet_v2", pretrained=str(tmp_path / "nowhere.pth"))
     assert VGG16_Weights.IMAGENET1K_FEATURES.url.endswith(".pth")
