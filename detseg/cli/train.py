@@ -332,8 +332,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         what = "masks" if summary["task"] == "segment" else f"{summary['detections']} detections"
     print(f"predicted {summary['images']} image(s): {what} in {args.out}", file=sys.stderr)
-    if "speed_line" in summary:  # Speed: ... per image (segmentation and detection; OUT/speed.json)
-        print(summary["speed_line"], file=sys.stderr)
+    print(summary["speed_line"], file=sys.stderr)  # Speed: ... per image (OUT/speed.json)
     return 0
 
 
@@ -376,6 +375,7 @@ def _predict_pretrained(args: argparse.Namespace, device: str) -> int:
     counts = ", ".join(f"{name} {n}" for name, n in list(summary["top1_counts"].items())[:5])
     print(f"predicted {summary['images']} image(s) with {summary['weights']}: top-1 {counts}; "
           f"{summary['predictions']}", file=sys.stderr)
+    print(summary["speed_line"], file=sys.stderr)
     return 0
 
 

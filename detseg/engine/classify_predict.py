@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from detseg.engine.speed import SpeedMeter, speed_line, write_speed
+
 PER_SHEET = 48
 
 
@@ -50,8 +52,10 @@ def classify_images(
     crop_pct: float = 0.875,
     batch_size: int = 16,
     topk: int = 5,
+    meter: SpeedMeter | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scores [N, k], ids [N, k])``: the ``topk`` softmax probabilities of every image, descending."""
+    """``(scores [N, k], ids [N, k])``: the ``topk`` softmax probabilities of every image, descending.
+    ``meter`` collects the per-image preprocess / inference / postprocess milliseconds."""
     from torchvision import tv_tensors
 
     from detseg.data.classification import classification_eval_preset
@@ -59,16 +63,26 @@ def classify_images(
 
     preset = classification_eval_preset(size, crop_pct)
     device = next(model.parameters()).device
+    meter = meter or SpeedMeter(device)
     scores, ids = [], []
     for start in range(0, len(paths), batch_size):
+        t0 = meter.now()
         batch = []
         for path in paths[start : start + batch_size]:
             image = tv_tensors.Image(torch.from_numpy(read_image(path, 3)).permute(2, 0, 1).contiguous())
             batch.append(preset(image))
-        probs = model(torch.stack(batch).to(device)).float().softmax(1).cpu()
+            meter.add_size(*batch[-1].shape[-2:])
+        x = torch.stack(batch).to(device)
+        t1 = meter.now()
+        logits = model(x)
+        t2 = meter.now()
+        probs = logits.float().softmax(1).cpu()
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         scores.append(top.values)
         ids.append(top.indices)
+        t3 = meter.now()
+        for stage, seconds in zip(SpeedMeter.STAGES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            meter.add(stage, seconds, len(batch))
     return torch.cat(scores), torch.cat(ids)
 
 
@@ -112,7 +126,9 @@ def predict_classification(
 
     paths, root = classification_sources(source)
     model.eval()
-    scores, ids = classify_images(model, paths, size, crop_pct, batch_size, topk)
+    device = next(model.parameters()).device
+    meter = SpeedMeter(device)
+    scores, ids = classify_images(model, paths, size, crop_pct, batch_size, topk, meter)
     names = class_names or [str(i) for i in range(int(ids.max()) + 1)]
     records = []
     for path, row_scores, row_ids in zip(paths, scores.tolist(), ids.tolist(), strict=True):
@@ -122,6 +138,8 @@ def predict_classification(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(records, indent=1))
+    speed = meter.summary(backend="pytorch", device=str(device), batch_size=batch_size)
+    write_speed(out / "speed.json", speed)
     written = []
     if sheets:
         captions = [(p, f"{r['top5'][0]['name']} {r['top5'][0]['score']:.2f}") for p, r in zip(paths, records,
@@ -140,6 +158,8 @@ def predict_classification(
         "predictions": str(out / "predictions.json"),
         "sheets": written,
         "top1_counts": dict(sorted(top1.items(), key=lambda kv: -kv[1])),
+        "speed": speed,
+        "speed_line": speed_line(speed),
     }
 
 

@@ -47,7 +47,11 @@ def test_predict_model_pretrained_writes_named_top5(shared_data, tmp_path, capsy
     assert ant_hits >= 2 and bee_hits >= 2, records
     sheet = Image.open(out / "contact_sheet.jpg")
     assert sheet.width > 0 and sheet.height > 0
-    assert "top-1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "top-1" in err and "Speed: " in err and "per image at 224x224" in err
+    speed = json.loads((out / "speed.json").read_text())
+    assert speed["images"] == 2 * PER_CLASS and speed["image_size"] == [224, 224]
+    assert all(speed[f"{stage}_ms"] > 0 for stage in ("preprocess", "inference", "postprocess"))
 
 
 def test_predict_model_errors_are_one_line(tmp_path, capsys):
