@@ -167,7 +167,7 @@ def cityscapes_to_coco(
     image_dir: str | Path, gt_dir: str | Path, problems: list[DataError] | None = None
 ) -> dict:
     """Cityscapes instances -> COCO dict (RLE segmentation, category id = Cityscapes label id)."""
-    from detseg.data.coco import mask_to_box, mask_to_rle
+    from detseg.data.coco import mask_annotation
     from detseg.data.masks import read_mask
 
     label_id = {name: lid for name, lid, _, _ in LABELS}
@@ -182,16 +182,7 @@ def cityscapes_to_coco(
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for name, mask in instances_from_ids(ids):
             annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": label_id[name],
-                    "bbox": mask_to_box(mask),
-                    "area": float(mask.sum()),
-                    "iscrowd": 0,
-                    "segmentation": mask_to_rle(mask),
-                    "source": inst_path.name,
-                }
+                mask_annotation(image_id, label_id[name], mask, len(annotations) + 1, source=inst_path.name)
             )
     categories = [{"id": label_id[n], "name": n, "supercategory": "none"} for n in INSTANCE_CLASSES]
     return {"images": images, "annotations": annotations, "categories": categories}

@@ -146,6 +146,21 @@ def box_annotation(
     }
 
 
+def mask_annotation(image_id: int, category_id: int, mask, ann_id: int, segmentation=None, **extra) -> dict:
+    """A COCO annotation of a binary ``mask`` ``[H, W]`` (mask and instance-id readers): its box and area
+    from the mask; ``segmentation`` defaults to the mask's RLE; ``extra`` keys (``source``) are kept."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": mask_to_box(mask),
+        "area": float(mask.sum()),
+        "iscrowd": 0,
+        "segmentation": mask_to_rle(mask) if segmentation is None else segmentation,
+        **extra,
+    }
+
+
 def categories_of(cat_id: dict[str, int]) -> list[dict]:
     """COCO ``categories`` from a name -> id table."""
     return [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]

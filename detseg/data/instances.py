@@ -33,7 +33,7 @@ def instance_masks_to_coco(
     problems: list[DataError] | None = None,
 ) -> dict:
     """Semantic masks + instance-id PNGs -> a COCO dict (RLE, category id = class index + 1)."""
-    from detseg.data.coco import mask_to_box, mask_to_rle
+    from detseg.data.coco import mask_annotation
 
     pairs = mask_pairs(image_dir, mask_dir, stems, suffix, problems)
     ids_of = mask_pairs(image_dir, instance_dir, stems, suffix, problems)
@@ -65,15 +65,7 @@ def instance_masks_to_coco(
             continue
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for cls, mask in objects:
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": cls + 1,
-                "bbox": mask_to_box(mask),
-                "area": float(mask.sum()),
-                "iscrowd": 0,
-                "segmentation": mask_to_rle(mask),
-            })
+            annotations.append(mask_annotation(image_id, cls + 1, mask, len(annotations) + 1))
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(classes) if i not in background]
     return {"images": images, "annotations": annotations, "categories": categories}
 

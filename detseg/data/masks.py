@@ -191,7 +191,7 @@ def masks_to_coco(
     ``segmentation`` is ``"rle"`` (exact) or ``"polygon"`` (outer contours via ``cv2.findContours``).
     Category ids are class index + 1.
     """
-    from detseg.data.coco import mask_to_box, mask_to_polygons, mask_to_rle
+    from detseg.data.coco import mask_annotation, mask_to_polygons, mask_to_rle
     from detseg.data.errors import report
 
     images, annotations = [], []
@@ -214,17 +214,7 @@ def masks_to_coco(
             segm = mask_to_rle(mask) if segmentation == "rle" else mask_to_polygons(mask)
             if not segm:
                 continue  # a component too thin for a polygon
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": cls + 1,
-                    "bbox": mask_to_box(mask),
-                    "area": float(mask.sum()),
-                    "iscrowd": 0,
-                    "segmentation": segm,
-                }
-            )
+            annotations.append(mask_annotation(image_id, cls + 1, mask, len(annotations) + 1, segm))
     categories = [
         {"id": i + 1, "name": n, "supercategory": "none"}
         for i, n in enumerate(classes)

@@ -70,6 +70,21 @@ def _numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
+def _detection_arrays(
+    boxes: Any, labels: Any, scores: Any, who: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Boxes ``float32 [N, 4]``, labels ``int64 [N]`` and scores ``float64 [N]`` (or None), their
+    lengths checked against each other (``who`` names the caller in the error)."""
+    boxes_np = _numpy(boxes).astype(np.float32).reshape(-1, 4)
+    labels_np = _numpy(labels).astype(np.int64).reshape(-1)
+    if len(labels_np) != len(boxes_np):
+        raise ValueError(f"{who}: {len(boxes_np)} boxes but {len(labels_np)} labels")
+    scores_np = None if scores is None else _numpy(scores).astype(np.float64).reshape(-1)
+    if scores_np is not None and len(scores_np) != len(boxes_np):
+        raise ValueError(f"{who}: {len(boxes_np)} boxes but {len(scores_np)} scores")
+    return boxes_np, labels_np, scores_np
+
+
 def draw_detections(
     image_uint8_hwc: np.ndarray,
     boxes: Any,
@@ -85,13 +100,7 @@ def draw_detections(
     Returns ``uint8 [H, W, 3]``.
     """
     canvas = to_rgb_uint8(image_uint8_hwc)
-    boxes_np = _numpy(boxes).astype(np.float32).reshape(-1, 4)
-    labels_np = _numpy(labels).astype(np.int64).reshape(-1)
-    if len(labels_np) != len(boxes_np):
-        raise ValueError(f"draw_detections: {len(boxes_np)} boxes but {len(labels_np)} labels")
-    scores_np = None if scores is None else _numpy(scores).astype(np.float64).reshape(-1)
-    if scores_np is not None and len(scores_np) != len(boxes_np):
-        raise ValueError(f"draw_detections: {len(boxes_np)} boxes but {len(scores_np)} scores")
+    boxes_np, labels_np, scores_np = _detection_arrays(boxes, labels, scores, "draw_detections")
     if len(boxes_np) == 0:
         return canvas
     palette = class_colors(max(len(class_names), int(labels_np.max()) + 1, 1), color_seed)
@@ -297,11 +306,7 @@ def render_detections(
     boxes ``[N, 4]`` (x1, y1, x2, y2 in the original image's pixels) in class colours with "name score"
     captions above them, and a legend of every class colour below. Returns ``uint8 [H', W', 3]``."""
     canvas = to_rgb_uint8(image)
-    boxes_np = _numpy(boxes).astype(np.float32).reshape(-1, 4)
-    labels_np = _numpy(labels).astype(np.int64).reshape(-1)
-    if len(labels_np) != len(boxes_np):
-        raise ValueError(f"render_detections: {len(boxes_np)} boxes but {len(labels_np)} labels")
-    scores_np = None if scores is None else _numpy(scores).astype(np.float64).reshape(-1)
+    boxes_np, labels_np, scores_np = _detection_arrays(boxes, labels, scores, "render_detections")
     factor = upscale_factor(*canvas.shape[:2], min_side=min_side)
     canvas = upscale(canvas, factor)
     palette = class_colors(max(len(class_names), int(labels_np.max(initial=-1)) + 1, 1), color_seed)
