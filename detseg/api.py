@@ -8,6 +8,8 @@
     r.plot("dog_boxes.png")                     # the image with boxes, names and scores (uint8 [H, W, 3])
     r.to_coco(image_id=1)                       # COCO results, the weights' own category ids (1..90)
 
+An instance segmenter's (Mask R-CNN) also has ``instance_masks`` (``bool [N, H, W]``, one per detection:
+``plot`` fills them, ``to_coco`` adds their RLE ``segmentation``).
 A segmenter's result has ``masks`` (``Tensor[H, W]`` class indices) and its ``plot`` overlays them; a
 classifier's has ``probs`` (``Tensor[K]``) and ``top5``. ``names`` are the weights' classes: COCO's,
 VOC's, ImageNet's for torchvision's weights, the run's classes for a detseg checkpoint.
@@ -30,7 +32,8 @@ class Results:
     """What the model found in one image (``image``: ``uint8 [H, W, 3]``; ``path`` when read from a file).
 
     Detection: ``boxes`` ``float [N, 4]`` (x1, y1, x2, y2 pixels), ``labels`` ``int64 [N]`` indices into
-    ``names``, ``scores`` ``float [N]``, sorted by score. Segmentation: ``masks`` ``int64 [H, W]`` class
+    ``names``, ``scores`` ``float [N]``, sorted by score; an instance segmenter's ``instance_masks``
+    ``bool [N, H, W]`` (its mask probabilities cut at 0.5). Segmentation: ``masks`` ``int64 [H, W]`` class
     indices. Classification: ``probs`` ``float [K]``."""
 
     image: np.ndarray
@@ -41,6 +44,7 @@ class Results:
     labels: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     masks: torch.Tensor | None = None
+    instance_masks: torch.Tensor | None = None
     probs: torch.Tensor | None = None
     category_ids: list[int] = field(default_factory=list)
 
@@ -62,7 +66,12 @@ class Results:
         written to ``path`` when given."""
         from detseg.viz.draw import draw_detections, overlay_mask, save_image
 
-        if self.boxes is not None:
+        if self.instance_masks is not None:
+            from detseg.viz.instances import draw_instances
+
+            masks = self.instance_masks.numpy().astype(np.uint8)
+            drawn = draw_instances(self.image, self.boxes, self.labels, masks, self.names, self.scores)
+        elif self.boxes is not None:
             drawn = draw_detections(self.image, self.boxes, self.labels, self.names, self.scores)
         elif self.masks is not None:
             drawn = overlay_mask(self.image, self.masks.numpy(), len(self.names))
@@ -74,15 +83,23 @@ class Results:
 
     def to_coco(self, image_id: int = 1) -> list[dict[str, Any]]:
         """Detections in COCO's results format (``bbox`` as x, y, w, h) with the weights' own category
-        ids (COCO's 1..90 for torchvision's COCO weights)."""
+        ids (COCO's 1..90 for torchvision's COCO weights); with instance masks, each one's RLE
+        ``segmentation`` too."""
         if self.boxes is None:
             raise ValueError(f"a {self.task} result has no boxes to write as COCO detections")
+        from detseg.data.coco import mask_to_rle
+
+        ids = self.category_ids or list(range(1, len(self.names) + 1))
         out = []
-        for box, label, score in zip(self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(),
-                                     strict=True):
+        for j, (box, label, score) in enumerate(
+            zip(self.boxes.tolist(), self.labels.tolist(), self.scores.tolist(), strict=True)
+        ):
             x1, y1, x2, y2 = box
-            out.append({"image_id": int(image_id), "category_id": int(self.category_ids[label]),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
+            row = {"image_id": int(image_id), "category_id": int(ids[label]),
+                   "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}  # fmt: skip
+            if self.instance_masks is not None:
+                row["segmentation"] = mask_to_rle(self.instance_masks[j].numpy().astype(np.uint8))
+            out.append(row)
         return out
 
 
@@ -117,6 +134,9 @@ class Model:
                 keep = det["scores"] >= score_threshold
                 boxes, labels, scores = (det[k][keep].cpu() for k in ("boxes", "labels", "scores"))
                 result.boxes, result.labels, result.scores = boxes, labels, scores
+                if det.get("masks") is not None:  # Mask R-CNN: [N, 1, H, W] probabilities
+                    probs = det["masks"][keep].cpu()
+                    result.instance_masks = (probs[:, 0] if probs.dim() == 4 else probs).ge(0.5)
             elif self.task == "classify":
                 result.probs = self.module(tensor[None])[0].float().softmax(0).cpu()
             else:

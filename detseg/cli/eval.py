@@ -41,7 +41,12 @@ def register(subparsers) -> None:
 
     s = sub.add_parser("seg", help="semantic segmentation metrics: IoU, mIoU, Dice, accuracies")
     s.add_argument("--gt", type=Path, help="dataset spec (YAML/json) or a folder of label PNGs")
-    s.add_argument("--pred", type=Path, help="folder of predicted class-index PNGs (same stems)")
+    s.add_argument(
+        "--pred",
+        type=Path,
+        help="folder of predicted masks (same stems): class indices, or the spec's pixel values as "
+        "detseg predict writes them",
+    )
     _model_options(s)
     s.add_argument("--split", default="val", help="split of the spec (default val)")
     s.add_argument("--num-classes", type=int, help="number of classes (label folders; a spec knows it)")

@@ -16,6 +16,11 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_train(subparsers)
+    _register_predict(subparsers)
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model from the zoo on a dataset spec",
@@ -39,6 +44,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the budget after every epoch; with --epochs/--iters, whichever ends first",
     )
     p.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
+    _optimizer_options(p)
+    _data_options(p)
+    _transfer_options(p)
+    _run_options(p)
+    p.add_argument("--seed", type=int, help="base: 0")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="CHECKPOINT",
+        help="continue from CHECKPOINT (default RUN_DIR/last.pt) exactly where it stopped",
+    )
+    p.add_argument("--workers", type=int, help="data loading processes (base: 0)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (base: auto)")
+    p.set_defaults(func=run_train)
+
+
+def _optimizer_options(p: argparse.ArgumentParser) -> None:
+    """How it learns: batch, optimizer, schedule (None: from the defaults)."""
     # Settings left out (None) come from the spec's train_defaults, then the model's registered default_cfg,
     # then detseg's base defaults (detseg.engine.config); the run prints each value with its source.
     p.add_argument("--batch-size", type=int, help="global batch size, split over DDP processes (base: 4)")
@@ -52,16 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--amp", action="store_true", default=None, help="mixed precision (float16 on CUDA, bfloat16 on CPU)"
     )
     p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to NORM")
-    p.add_argument("--seed", type=int, help="base: 0")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        metavar="CHECKPOINT",
-        help="continue from CHECKPOINT (default RUN_DIR/last.pt) exactly where it stopped",
-    )
-    p.add_argument("--workers", type=int, help="data loading processes (base: 0)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (base: auto)")
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    """Input size, augmentation and loss."""
     p.add_argument(
         "--img-size",
         type=int,
@@ -108,11 +126,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="detection: leave out SSD's IoU-constrained random crop (short runs from scratch learn faster)",
     )
     p.add_argument(
+        "--boxes-only",
+        action="store_true",
+        default=None,
+        help="instance data (Mask R-CNN): train the box branch alone; the masks are neither read nor needed",
+    )
+    p.add_argument(
         "--loss",
         choices=["ce", "dice", "ce+dice", "lovasz", "ce+lovasz", "bce", "balanced-bce"],
         help="segmentation loss (bce ones: two classes, one output channel; base: ce)",
     )
     p.add_argument("--class-weights", type=float, nargs="+", metavar="W", help="cross-entropy class weights")
+
+
+def _transfer_options(p: argparse.ArgumentParser) -> None:
+    """Pre-trained weights and the lecture's transfer learning."""
     p.add_argument(
         "--pretrained",
         help="pre-trained weights: a name, a file, or a detseg checkpoint (RUN_DIR/best.pt) of the same "
@@ -121,8 +149,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backbone",
         metavar="timm:NAME",
-        help="a timm encoder under the segmenter (unet, fcn*, deeplabv3*, timm_deeplabv3plus), e.g. "
-        "timm:tf_efficientnet_lite0 with --pretrained in1k (`detseg zoo list --backbones`)",
+        help="a timm encoder under the segmenter (unet, fcn*, deeplabv3*, timm_deeplabv3plus, fpn*) or the "
+        "detector (fasterrcnn*, retinanet*), e.g. timm:tf_efficientnet_lite0 with --pretrained in1k "
+        "(`detseg zoo list --backbones`)",
     )
     t = p.add_argument_group("transfer learning (docs/transfer.md)")
     t.add_argument(
@@ -160,6 +189,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --extend-from: old objects left unlabelled in the new data get the old model's "
         "predictions scoring >= SCORE as labels (e.g. 0.5); combines with --distill",
     )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Model arguments, splits, evaluation and the machinery."""
     p.add_argument(
         "--model-arg",
         action="append",
@@ -203,8 +236,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quiet", action="store_true", default=None, help="no settings, progress bars or per-epoch lines"
     )
-    p.set_defaults(func=run_train)
 
+
+def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "predict",
         help="run a trained model on an image or a folder",

@@ -1,4 +1,9 @@
-"""``detseg transfer-study``: the lecture's transfer-learning comparison (detseg.transfer.study.run_study)."""
+"""``detseg transfer-study``: the lecture's transfer-learning comparison (detseg.transfer.study.run_study).
+
+detseg transfer-study --source src.yaml --target tgt.yaml --model unet --out runs/study
+detseg transfer-study --target examples/hymenoptera.yaml --model timm:tf_efficientnet_lite0 \
+    --source-weights timm:tf_efficientnet_lite0.in1k --epochs 8 --img-size 224 --out runs/hym-study
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "it is, feature extraction (frozen backbone, new head), fine-tuning (all layers) and training "
             "from scratch, each scored on both domains; with --add-class, adding a class with LwF against "
             "naive fine-tuning and joint training. Writes OUT/report.md, report.json, report.png and one "
-            "folder per run under OUT/runs (finished runs are skipped when the command is run again)."
+            "folder per run under OUT/runs (finished runs are skipped when the command is run again). "
+            "Detection, segmentation or classification (task: classify) data; --source may be left out "
+            "with --source-weights (e.g. ImageNet weights: nothing is then scored on a source domain)."
         ),
     )
-    p.add_argument("--source", required=True, metavar="SPEC", help="source domain's dataset spec")
+    p.add_argument(
+        "--source", metavar="SPEC", help="source domain's dataset spec (optional with --source-weights)"
+    )
     p.add_argument("--target", required=True, metavar="SPEC", help="target domain's dataset spec")
-    p.add_argument("--model", required=True, metavar="NAME", help="a detection or segmentation zoo model")
+    p.add_argument(
+        "--model", required=True, metavar="NAME",
+        help="a detection, segmentation or classification zoo model (timm:NAME for timm's classifiers)",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="study folder (runs, report)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of every run on the target (default 10)")
     p.add_argument("--source-epochs", type=int, help="epochs of the source model (default: --epochs)")
@@ -44,7 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="builder weights the source model starts from (name or file)")
     p.add_argument("--source-weights", metavar="CKPT|NAME",
                    help="the source model, not trained here: a detseg checkpoint, or pre-trained weights by "
-                   "name (COCO_V1: torchvision's COCO model; its classes are COCO's)")
+                   "name (COCO_V1: torchvision's COCO model; timm:tf_efficientnet_lite0.in1k: ImageNet's "
+                   "classifier; their classes are the weights')")
+    p.add_argument(
+        "--class-map",
+        action="append",
+        metavar="TARGET=SOURCE",
+        help="classification: a target class = the source model's class, for scoring it as is where "
+        "the names differ (repeatable or comma-separated; e.g. ants=ant,bees=bee; by default a target "
+        "class matches the same name, ignoring case, _/- and a plural s)",
+    )
     p.add_argument(
         "--modes", nargs="+", choices=MODES, default=list(MODES), help="which target runs (default: all)"
     )
@@ -73,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_transfer_study(args: argparse.Namespace) -> int:
     from detseg.cli.train import parse_model_args
+    from detseg.engine.class_map import parse_class_map
     from detseg.engine.trainer import NonFiniteLossError
     from detseg.transfer.study import run_study
 
@@ -102,6 +124,7 @@ def run_transfer_study(args: argparse.Namespace) -> int:
             source_split=args.source_split,
             target_split=args.target_split,
             quiet=not args.verbose,
+            class_map=parse_class_map(args.class_map) or None,
         )
     except NonFiniteLossError as exc:
         print(

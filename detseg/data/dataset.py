@@ -212,7 +212,8 @@ class DetectionDataset(_SkipMixin, Dataset):
             raise DataError(
                 source,
                 "a box without a mask ('segmentation'): an instance data set needs a polygon or RLE for "
-                "every object (or use task: detect: a Mask R-CNN then trains its box branch alone)"
+                "every object (or train with --boxes-only, or use task: detect: a Mask R-CNN then trains its "
+                "box branch alone)"
                 if bare else "no annotations: an instance data set needs objects with masks",
                 f"annotation id {bare.get('id')}" if bare else None,
             )

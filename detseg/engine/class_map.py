@@ -5,7 +5,9 @@ the data's classes the model does not know reported and left out of the mean (ne
 Detection: detections of unmapped model classes are dropped and the rest relabelled to the data's
 indices; ground-truth boxes of unknown classes are left out (their class then has no ground truth, so
 COCO's mean skips it). Segmentation: logits of the mapped classes in the data's order (unknown classes
-never predicted) and pixels of unknown classes ignored (IoU NaN, left out of mIoU).
+never predicted) and pixels of unknown classes ignored (IoU NaN, left out of mIoU). Classification
+(:class:`MappedClassifier`, the transfer study's as-is classifier): the mapped classes' logits in the
+data's order, the model's other classes left out of the argmax.
 """
 
 from __future__ import annotations
@@ -101,6 +103,23 @@ class MappedSegmenter(nn.Module):
 
         logits = class_logits(self.model(x))
         out = logits.new_full((logits.shape[0], self.num_data_classes, *logits.shape[2:]), -1e4)
+        for data, model_index in self.mapping.items():
+            out[:, data] = logits[:, model_index]
+        return out
+
+
+class MappedClassifier(nn.Module):
+    """A classifier whose logits are the mapped classes' in the data's order (``mapping``: data index ->
+    model index): its top-1 is the data class whose model class scores highest; unmapped data classes get
+    a very low logit (never predicted), the model's other classes are left out."""
+
+    def __init__(self, model: nn.Module, mapping: dict[int, int], num_data_classes: int) -> None:
+        super().__init__()
+        self.model, self.mapping, self.num_data_classes = model, dict(mapping), num_data_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        out = logits.new_full((logits.shape[0], self.num_data_classes), -1e4)
         for data, model_index in self.mapping.items():
             out[:, data] = logits[:, model_index]
         return out

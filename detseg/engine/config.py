@@ -56,6 +56,7 @@ BASE_DEFAULTS: dict[str, Any] = {
     "plots": True,
     "sync_bn": False,
     "new_head": False,
+    "boxes_only": False,
 }
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
     "sgd": {"lr": 0.01, "weight_decay": 1e-4},
@@ -71,8 +72,9 @@ TUNABLE = (
 )  # fmt: skip
 _OPTIMIZER_BOUND = ("lr", "weight_decay", "momentum")
 _SEGMENT_ONLY = ("loss", "class_weights", "scale_range", "vflip", "rotate", "elastic", "color_jitter")
-_UNUSED = {"segment": ("zoom_out", "iou_crop"), "classify": ("zoom_out", "iou_crop", *_SEGMENT_ONLY),
-           "detect": _SEGMENT_ONLY}  # fmt: skip
+_UNUSED = {"segment": ("zoom_out", "iou_crop", "boxes_only"),
+           "classify": ("zoom_out", "iou_crop", "boxes_only", *_SEGMENT_ONLY),
+           "detect": (*_SEGMENT_ONLY, "boxes_only")}  # fmt: skip
 
 
 @dataclass
@@ -124,6 +126,8 @@ class RunConfig:
     new_head: bool | None = None
     pseudo_labels: float | None = None
     freeze: str | None = None
+    # An instance data set: train a Mask R-CNN's box branch alone (its masks neither read nor needed).
+    boxes_only: bool | None = None
     lr_backbone: float | None = None
     # Machinery.
     seed: int | None = None

@@ -16,13 +16,6 @@ from typing import Any
 from detseg.engine.config import RunConfig, resolve_config
 from detseg.engine.trainer import TrainConfig
 
-# RunConfig fields that the data and model set-up use (the rest go to the trainer's TrainConfig).
-_RUN_ONLY = (
-    "model", "data", "out", "img_size", "loss", "class_weights", "scale_range", "vflip", "rotate", "elastic",
-    "color_jitter", "zoom_out", "iou_crop", "pretrained", "model_args", "train_split", "val_split",
-    "test_split", "resume", "extend_from", "distill", "temperature", "new_head", "pseudo_labels",
-)  # fmt: skip
-
 
 def train(
     config: RunConfig | str, data: str | Path | None = None, out: str | Path | None = None, **settings: Any
@@ -57,7 +50,6 @@ def train(
     """
     import torch
 
-    from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
     from detseg.data.spec import load_spec
     from detseg.engine import distributed
     from detseg.engine.tasks import DetectionTask, InstanceTask, SegmentationTask
@@ -103,7 +95,7 @@ def train(
     )
     img_size = rc.img_size
     family = task_family(spec.task)  # an instance data set trains detectors (boxes), Mask R-CNN's masks too
-    instance = spec.task == "instance" and predicts_masks(info)
+    instance = spec.task == "instance" and predicts_masks(info) and not rc.boxes_only
     source = _source_checkpoint(extend_from, rc.pretrained, model, family)
     if source is not None and not config.img_size and source["meta"].get("img_size"):
         saved_size = source["meta"]["img_size"]  # the source model's input size, unless given
@@ -127,31 +119,8 @@ def train(
                 f"detseg train: {model} on {data} -> {out}; settings by source:\n{rc.describe(spec.task)}",
                 file=sys.stderr,
             )
-        if spec.task == "classify":
-            from detseg.engine.classify import build_classification
-
-            built = build_classification(spec, rc.train_split, val_split, size)
-            train_set, val_set, class_task, collate, _ = built
-        elif spec.task == "segment":
-            from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
-
-            train_tf = segmentation_train_preset(
-                size, tuple(rc.scale_range), ignore_index=spec.ignore_index, vflip_prob=rc.vflip,
-                rotate=rc.rotate, elastic=rc.elastic, color_jitter=rc.color_jitter,
-            )  # fmt: skip
-            val_tf, collate = segmentation_eval_preset(), collate_segmentation
-        else:
-            from detseg.data.transforms import detection_eval_preset, detection_train_preset
-
-            train_tf, val_tf, collate = (
-                detection_train_preset(size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop),
-                detection_eval_preset(size),
-                collate_detection,
-            )
+        train_set, val_set, class_task, collate = _datasets(rc, spec, size, instance)
         validate = bool(val_split) and val_split != "none" and val_split in spec.splits
-        if spec.task != "classify":  # build_classification made both sets above
-            train_set = build_dataset(spec, rc.train_split, train_tf, boxes_only=not instance)
-            val_set = build_dataset(spec, val_split, val_tf, boxes_only=not instance) if validate else None
         if val_split and val_split != "none" and not validate and dist_info.is_main:
             print(
                 f"detseg train: {data} has no '{val_split}' split (it has {', '.join(spec.splits)}): "
@@ -179,22 +148,15 @@ def train(
             kwargs = {"num_classes": len(classes)}
             if img_size and _takes_size(info.builder):
                 kwargs["size"] = int(img_size)  # the model's own input size follows --img-size
-        builder_pretrained = rc.pretrained
-        if source is not None:
-            saved_kwargs = dict(source["meta"].get("model_kwargs", {}))
-            saved_kwargs.pop("num_classes", None)
-            kwargs = {**saved_kwargs, **kwargs}  # the source model's architecture
-            builder_pretrained = source["meta"].get("builder_pretrained")
-        if builder_pretrained:
-            kwargs["pretrained"] = builder_pretrained
-        kwargs.update(rc.model_args or {})
+        kwargs, builder_pretrained = _builder_kwargs(rc, kwargs, source)
         torch.manual_seed(int(rc.seed))  # the same initial weights in every process
         net = create_model(model, **kwargs)
         if predicts_masks(info) and not instance:
             net.train_boxes_only()  # a detect data set trains Mask R-CNN's box branch alone
             if dist_info.is_main and not rc.quiet:
-                print(f"detseg train: {data} is a {spec.task} data set: training the box branch only "
-                      "(task: instance trains the masks too)", file=sys.stderr)
+                why = "--boxes-only" if rc.boxes_only else f"{data} is a {spec.task} data set"
+                print(f"detseg train: {why}: training the box branch only (an instance data set without "
+                      "--boxes-only trains the masks too)", file=sys.stderr)
         transfer = _apply_source(net, model, kwargs, source, classes, extend_from, new_head)
         transfer.update(
             distill=distill, temperature=temperature, new_head=new_head, pseudo_labels=pseudo_labels
@@ -210,44 +172,14 @@ def train(
             from detseg.transfer.pseudo import PseudoLabelTask
 
             task = PseudoLabelTask(task, old_model, pseudo_labels)
-        meta = {
-            "task": info.task,
-            "instance": instance,
-            "model": model,
-            # build_kwargs: what create_model built with pre-trained weights' own architecture (SSDLite's
-            # reduced tail for torchvision's COCO weights...), so the checkpoint rebuilds the same model
-            "model_kwargs": {k: v for k, v in {**kwargs, **getattr(net, "build_kwargs", {})}.items()
-                             if k != "pretrained"},
-            "classes": classes,
-            "values": {int(k): int(v) for k, v in (spec.values or {}).items()},
-            "ignore_index": int(spec.ignore_index),
-            "channels": int(spec.channels),
-            "img_size": size if isinstance(size, int) else list(size),
-            "loss": rc.loss if spec.task == "segment" else "",
-            "data": str(spec.path or data),
-            "builder_pretrained": str(builder_pretrained) if builder_pretrained else None,
-            "transfer": transfer,
-        }
-        if getattr(net, "weights_meta", None):  # torchvision's weights: their classes travel along
-            meta["pretrained_weights"] = dict(net.weights_meta)
+        meta = _checkpoint_meta(rc, info, spec, net, kwargs, classes, size, instance)
+        meta["builder_pretrained"] = str(builder_pretrained) if builder_pretrained else None
+        meta["transfer"] = transfer
         category_ids = getattr(train_set, "label_to_category_id", None)
         if category_ids is not None:
             meta["category_ids"] = [int(c) for c in category_ids]
         cfg = trainer_config(rc)
-        cfg.extra = {
-            "img_size": size if isinstance(size, int) else list(size),
-            "loss": rc.loss,
-            "scale_range": list(rc.scale_range),
-            "vflip": rc.vflip,
-            "rotate": rc.rotate,
-            "elastic": rc.elastic,
-            "color_jitter": rc.color_jitter,
-            "zoom_out": rc.zoom_out,
-            "iou_crop": rc.iou_crop,
-            "model_args": rc.model_args or {},
-            "test_split": rc.test_split,
-            "sources": dict(rc.sources),
-        }
+        cfg.extra = _run_extra(rc, size)
         trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
         if spec.task == "segment" and trainer.val_loader is not None:
             # Validation images may differ in size: one at a time.
@@ -274,6 +206,97 @@ def train(
         return summary
     finally:
         distributed.cleanup_distributed()
+
+
+def _datasets(rc: RunConfig, spec: Any, size: Any, instance: bool) -> tuple[Any, Any, Any, Any]:
+    """``(train set, val set or None, classification task or None, collate)`` with the task's training
+    and evaluation presets; no val set when ``rc.val_split`` is "none" or not one of the spec's splits."""
+    from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
+
+    val_split = rc.val_split
+    validate = bool(val_split) and val_split != "none" and val_split in spec.splits
+    if spec.task == "classify":
+        from detseg.engine.classify import build_classification
+
+        train_set, val_set, task, collate, _ = build_classification(spec, rc.train_split, val_split, size)
+        return train_set, val_set, task, collate
+    if spec.task == "segment":
+        from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
+
+        train_tf = segmentation_train_preset(
+            size, tuple(rc.scale_range), ignore_index=spec.ignore_index, vflip_prob=rc.vflip,
+            rotate=rc.rotate, elastic=rc.elastic, color_jitter=rc.color_jitter,
+        )  # fmt: skip
+        val_tf, collate = segmentation_eval_preset(), collate_segmentation
+    else:
+        from detseg.data.transforms import detection_eval_preset, detection_train_preset
+
+        train_tf, val_tf, collate = (
+            detection_train_preset(size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop),
+            detection_eval_preset(size),
+            collate_detection,
+        )
+    train_set = build_dataset(spec, rc.train_split, train_tf, boxes_only=not instance)
+    val_set = build_dataset(spec, val_split, val_tf, boxes_only=not instance) if validate else None
+    return train_set, val_set, None, collate
+
+
+def _builder_kwargs(rc: RunConfig, kwargs: dict[str, Any], source: dict | None) -> tuple[dict, Any]:
+    """The model builder's arguments (the task's, then a source checkpoint's architecture, the pre-trained
+    weights, ``--model-arg``) and the weights the builder loads."""
+    builder_pretrained = rc.pretrained
+    if source is not None:
+        saved_kwargs = dict(source["meta"].get("model_kwargs", {}))
+        saved_kwargs.pop("num_classes", None)
+        kwargs = {**saved_kwargs, **kwargs}  # the source model's architecture
+        builder_pretrained = source["meta"].get("builder_pretrained")
+    if builder_pretrained:
+        kwargs["pretrained"] = builder_pretrained
+    kwargs.update(rc.model_args or {})
+    return kwargs, builder_pretrained
+
+
+def _checkpoint_meta(
+    rc: RunConfig, info: Any, spec: Any, net: Any, kwargs: dict, classes: list, size: Any, instance: bool
+) -> dict[str, Any]:
+    """What a checkpoint says of its model and data (``meta``), enough to rebuild and use the model."""
+    meta = {
+        "task": info.task,
+        "instance": instance,
+        "model": rc.model,
+        # build_kwargs: what create_model built with pre-trained weights' own architecture (SSDLite's
+        # reduced tail for torchvision's COCO weights...), so the checkpoint rebuilds the same model
+        "model_kwargs": {k: v for k, v in {**kwargs, **getattr(net, "build_kwargs", {})}.items()
+                         if k != "pretrained"},
+        "classes": classes,
+        "values": {int(k): int(v) for k, v in (spec.values or {}).items()},
+        "ignore_index": int(spec.ignore_index),
+        "channels": int(spec.channels),
+        "img_size": size if isinstance(size, int) else list(size),
+        "loss": rc.loss if spec.task == "segment" else "",
+        "data": str(spec.path or rc.data),
+    }  # fmt: skip
+    if getattr(net, "weights_meta", None):  # torchvision's weights: their classes travel along
+        meta["pretrained_weights"] = dict(net.weights_meta)
+    return meta
+
+
+def _run_extra(rc: RunConfig, size: Any) -> dict[str, Any]:
+    """What a checkpoint records of the run's data settings (``TrainConfig.extra``)."""
+    return {
+        "img_size": size if isinstance(size, int) else list(size),
+        "loss": rc.loss,
+        "scale_range": list(rc.scale_range),
+        "vflip": rc.vflip,
+        "rotate": rc.rotate,
+        "elastic": rc.elastic,
+        "color_jitter": rc.color_jitter,
+        "zoom_out": rc.zoom_out,
+        "iou_crop": rc.iou_crop,
+        "model_args": rc.model_args or {},
+        "test_split": rc.test_split,
+        "sources": dict(rc.sources),
+    }
 
 
 def trainer_config(rc: RunConfig) -> TrainConfig:
@@ -605,6 +628,10 @@ def run_evaluation(
             meta.get("loss") or "ce",
             class_names=list(dataset.classes),
         )
+        if spec.format == "cityscapes":
+            from detseg.metrics.evaluate import cityscapes_iiou
+
+            task.instance_iou = cityscapes_iiou(dataset, split, len(dataset.classes), spec.ignore_index)
         collate = collate_segmentation
     else:
         from detseg.data.transforms import detection_eval_preset

@@ -123,6 +123,9 @@ class SegmentationTask:
         self.loss_name = loss
         self.class_names = class_names
         self.criterion = build_segmentation_loss(loss, num_classes, ignore_index, class_weights)
+        # Cityscapes' iIoU beside IoU: (InstanceIoU, instanceIds file per image in loader order), set by
+        # detseg.engine.run.run_evaluation (single process, images in order).
+        self.instance_iou: tuple | None = None
 
     @property
     def out_channels(self) -> int:
@@ -139,6 +142,9 @@ class SegmentationTask:
     def eval_begin(self) -> None:
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
         self.loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of batch losses * images, images
+        self.seen = 0
+        if self.instance_iou is not None:
+            self.instance_iou[0].reset()
 
     @torch.no_grad()
     def eval_step(self, model: nn.Module, batch: Any, device: torch.device) -> None:
@@ -149,6 +155,13 @@ class SegmentationTask:
         self.loss_sum += torch.tensor([float(loss) * len(images), len(images)], dtype=torch.float64)
         pred = class_logits(logits).argmax(1)
         self.confusion += confusion_matrix(pred, targets, self.num_classes, self.ignore_index).cpu()
+        if self.instance_iou is not None:
+            from detseg.metrics.evaluate import update_iiou
+
+            iiou, files = self.instance_iou
+            for p, t in zip(pred.cpu().numpy(), targets.cpu().numpy(), strict=True):
+                update_iiou(iiou, p, t, files[self.seen])
+                self.seen += 1
         if getattr(self, "kept", None) is not None:  # a report asked for every (prediction, truth) pair
             self.kept.extend(zip(pred.cpu().to(torch.int32).numpy(), targets.cpu().numpy(), strict=True))
 
@@ -157,6 +170,11 @@ class SegmentationTask:
         loss_sum = distributed.all_reduce_sum(self.loss_sum.clone())
         out = {"loss": float(loss_sum[0] / loss_sum[1].clamp(min=1))}
         out.update(metrics_from_confusion(confusion.numpy(), self.class_names))
+        if self.instance_iou is not None:  # iIoU of the classes that have one, and their mean
+            scores = self.instance_iou[0].compute()
+            names = self.class_names or [str(c) for c in range(self.num_classes)]
+            out.update({f"iiou_{n}": float(v) for n, v in zip(names, scores["iiou"], strict=True) if v == v})
+            out["miiou"] = float(scores["miiou"])
         return out
 
 

@@ -197,6 +197,15 @@ def _best(curve) -> dict:
     return {"threshold": thr, "f1": f1, "precision": p, "recall": r}
 
 
+def _prediction(raw: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+    """A predicted mask as class indices: in the spec's pixel values (what ``detseg predict`` writes,
+    membrane's 0/255) when every value is one the spec lists, else taken as class indices."""
+    if table is None or raw.size == 0:
+        return raw
+    mapped = table[raw.astype(np.int64)]
+    return mapped if (mapped >= 0).all() else raw
+
+
 def evaluate_segmentation_folders(
     gt,
     pred_dir,
@@ -206,8 +215,10 @@ def evaluate_segmentation_folders(
     report: Path | None = None,
     image_dir: Path | None = None,
 ) -> dict:
-    """Segmentation metrics of the class-index PNGs in ``pred_dir`` against a spec's split or a folder
-    of label PNGs (matched by file stem). Returns {"text", "json"}.
+    """Segmentation metrics of the predicted PNGs in ``pred_dir`` against a spec's split or a folder
+    of label PNGs (matched by file stem). Returns {"text", "json"}. Against a spec, a prediction written in
+    the spec's pixel values (``detseg predict``'s masks: membrane's 0/255) is decoded as the truth is;
+    any other is taken as class indices.
 
     ``report``: also write the HTML report (``detseg.viz.report_seg``) into that folder, its pictures
     from the spec's images or, for label folders, from ``image_dir`` (by stem); the result then has
@@ -221,7 +232,8 @@ def evaluate_segmentation_folders(
         raise DataError(pred_dir, "prediction folder not found")
     pairs = []  # (stem, callable giving the truth [H, W])
     names = None
-    instance_files = None  # Cityscapes' instanceIds, one per image: iIoU beside IoU
+    table = None  # a spec's raw value -> class table: predictions written in its pixel values decode by it
+    found = None  # Cityscapes' instanceIds, one per image: iIoU beside IoU
     if gt.is_dir():
         files = sorted(p for p in gt.iterdir() if p.suffix.lower() in (".png", ".bmp", ".tif", ".tiff"))
         if not files:
@@ -239,22 +251,18 @@ def evaluate_segmentation_folders(
         pairs = [
             (Path(str(e[0])).stem, lambda i=i: ds[i][1]["semantic"].numpy()) for i, e in enumerate(ds.entries)
         ]
-        instance_files = _cityscapes_instance_files(ds, split)
+        found = cityscapes_iiou(ds, split, num_classes, ignore_index)
+        if ds.spec.format == "masks" and ds.spec.values:  # what detseg predict writes for such a spec
+            table = ds.table
         image_files = [Path(str(e[0])) for e in ds.entries]
     metrics = SegmentationMetrics(num_classes, ignore_index)
-    iiou = None
-    if instance_files:
-        from detseg.data.cityscapes import avg_instance_sizes
-        from detseg.metrics.instance_iou import InstanceIoU
-
-        sizes = {c: s for c, s in avg_instance_sizes().items() if c < num_classes}
-        iiou = InstanceIoU(num_classes, sizes, ignore_index)
+    iiou, instance_files = found if found else (None, None)
     per_image: list[dict] = []
     for index, (stem, truth) in enumerate(pairs):
         path = find_mask(pred_dir, stem)
         if not path.is_file():
             raise DataError(path, f"no prediction for ground-truth image '{stem}'")
-        t, p = truth(), read_mask(path)
+        t, p = truth(), _prediction(read_mask(path), table)
         if p.shape != t.shape:
             raise DataError(path, f"prediction size {p.shape} differs from the ground truth's {t.shape}")
         metrics.update(p.astype(np.int64), t.astype(np.int64))
@@ -263,7 +271,7 @@ def evaluate_segmentation_folders(
 
             per_image.append({"name": stem, **image_scores(t, p, num_classes, ignore_index)})
         if iiou is not None:
-            _update_iiou(iiou, p, t, instance_files[index])
+            update_iiou(iiou, p, t, instance_files[index])
     scores = metrics.compute()
     if iiou is not None:
         scores.update({k: v for k, v in iiou.compute().items() if k != "instances"})
@@ -291,7 +299,7 @@ def evaluate_segmentation_folders(
         def load(i: int):
             stem, truth = pairs[i]
             image = source.load(stem) if image_files is None else ImageSource(None).load_file(image_files[i])
-            return image, truth(), read_mask(find_mask(pred_dir, stem))
+            return image, truth(), _prediction(read_mask(find_mask(pred_dir, stem)), table)
 
         title = f"{pred_dir.name} on {gt.name}"
         result.update(
@@ -302,7 +310,20 @@ def evaluate_segmentation_folders(
     return result
 
 
-def _cityscapes_instance_files(ds, split: str) -> list[Path] | None:
+def cityscapes_iiou(ds, split: str, num_classes: int, ignore_index: int):
+    """``(InstanceIoU, instanceIds files)`` for a Cityscapes split whose every image has its instanceIds
+    file (iIoU beside IoU), else None."""
+    files = cityscapes_instance_files(ds, split)
+    if not files:
+        return None
+    from detseg.data.cityscapes import avg_instance_sizes
+    from detseg.metrics.instance_iou import InstanceIoU
+
+    sizes = {c: s for c, s in avg_instance_sizes().items() if c < num_classes}
+    return InstanceIoU(num_classes, sizes, ignore_index), files
+
+
+def cityscapes_instance_files(ds, split: str) -> list[Path] | None:
     """The ``*_gtFine_instanceIds.png`` of each image of a Cityscapes split, when all of them exist."""
     if ds.spec.format != "cityscapes":
         return None
@@ -313,7 +334,9 @@ def _cityscapes_instance_files(ds, split: str) -> list[Path] | None:
     return files if files and all(f.is_file() for f in files) else None
 
 
-def _update_iiou(iiou, pred: np.ndarray, truth: np.ndarray, instance_file: Path) -> None:
+def update_iiou(iiou, pred: np.ndarray, truth: np.ndarray, instance_file: Path) -> None:
+    """Add one image to ``iiou`` (:class:`~detseg.metrics.instance_iou.InstanceIoU`): its prediction and
+    truth (class indices) and the instances of its Cityscapes ``instanceIds`` file."""
     from detseg.data.cityscapes import instance_map
     from detseg.data.errors import DataError
     from detseg.data.masks import read_mask

@@ -13,7 +13,8 @@ import fnmatch
 from typing import Any
 
 # U-Net from scratch (no pre-trained encoder): the membrane recipe of docs/segmentation.md (AdamW with a
-# short warm-up and a cosine decay; SGD at 0.01 with a poly decay learnt less there and on the shapes).
+# short warm-up and a cosine decay; SGD at 0.01 with a poly decay learnt less there and on the shapes), and
+# the README's main job (width 16, with --scale-range 1 1: val mIoU 0.870 in 4 minutes on 2 cores).
 UNET = {
     "optimizer": "adamw",
     "lr": 2e-3,
@@ -25,7 +26,7 @@ UNET = {
     "channels_last": True,
 }
 # U-Net decoder on an ImageNet-pretrained timm encoder (EfficientNet-Lite0 by default): fine-tuned whole,
-# AdamW at 1e-3 with a short warm-up (the README's main job).
+# AdamW at 1e-3 with a short warm-up (benchmarks/accuracy_budget.py unet-lite0-shapes: 0.636 in 4 min).
 TIMM_UNET = {
     "optimizer": "adamw",
     "lr": 1e-3,

@@ -116,7 +116,29 @@ def predictor(in_channels: int, num_classes: int) -> nn.Conv2d:
     return conv
 
 
-class FPNSegmenter(Segmenter):
+class SemanticFPNHead:
+    """The decoder and head of a Semantic FPN segmenter on ``self.encoder`` (which lists ``out_channels``
+    and ``strides``): shared by :class:`FPNSegmenter` and the timm-encoder ``TimmFPN``."""
+
+    def build_fpn(self, pyramid_channels: int, segmentation_channels: int) -> None:
+        for attr in ("out_channels", "strides"):
+            if not hasattr(self.encoder, attr):
+                raise ValueError(f"the FPN's encoder must list its feature maps' {attr}")
+        self.decoder = FPNDecoder(
+            self.encoder.out_channels, self.encoder.strides, pyramid_channels, segmentation_channels
+        )
+        self.head = predictor(segmentation_channels, self.num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        old = self.head
+        self.head = predictor(old.in_channels, num_classes).to(old.weight.device)
+        self.num_classes = num_classes
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return resize_to(self.head(self.decoder(self.encoder(x))), (x.shape[-2], x.shape[-1]))
+
+
+class FPNSegmenter(SemanticFPNHead, Segmenter):
     """Semantic FPN on ``encoder``: a name for :func:`build_encoder` (resnet50, mobilenet_v3_large ...)
     or a module with ``out_channels`` and ``strides`` whose forward gives the maps, shallow to deep."""
 
@@ -130,21 +152,7 @@ class FPNSegmenter(Segmenter):
     ) -> None:
         super().__init__(num_classes, in_channels)
         self.encoder = build_encoder(encoder, in_channels) if isinstance(encoder, str) else encoder
-        for attr in ("out_channels", "strides"):
-            if not hasattr(self.encoder, attr):
-                raise ValueError(f"the FPN's encoder must list its feature maps' {attr}")
-        self.decoder = FPNDecoder(
-            self.encoder.out_channels, self.encoder.strides, pyramid_channels, segmentation_channels
-        )
-        self.head = predictor(segmentation_channels, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        old = self.head
-        self.head = predictor(old.in_channels, num_classes).to(old.weight.device)
-        self.num_classes = num_classes
-
-    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return resize_to(self.head(self.decoder(self.encoder(x))), (x.shape[-2], x.shape[-1]))
+        self.build_fpn(pyramid_channels, segmentation_channels)
 
 
 #: torchvision's ``BackboneWithFPN`` names (``body.``, ``fpn.``; ``backbone.`` first in its detectors):

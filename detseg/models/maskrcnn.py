@@ -103,7 +103,7 @@ def _anchors(anchor_sizes: list[int] | None) -> AnchorGenerator | None:
 
 
 @register_model(task="detect", backbone="resnet50_fpn", input_size=(3, 800, 800), paper="He et al. 2017",
-                outputs="boxes, masks")
+                outputs="boxes, masks", torchvision="maskrcnn_resnet50_fpn")
 def maskrcnn_resnet50_fpn(num_classes: int = 20, pretrained: bool | str | os.PathLike = False,
                           trainable_backbone_layers: int | None = None, size: int | None = None,
                           fpn_channels: int = 256, mask_channels: int = 256, representation_size: int = 1024,

@@ -17,7 +17,9 @@ Decoders (every output has the input's H, W):
 - ``timm_fcn``: FCN-8s: class scores of the stride-8/16/32 maps, upsampled and added (skips start at 0);
 - ``timm_deeplabv3``: ASPP on the deepest map at output stride 16 (timm's dilation);
 - ``timm_deeplabv3plus``: DeepLabv3+ (Chen et al. 2018): ASPP output upsampled to the stride-4 map,
-  concatenated with its 48-channel projection, two 3x3 conv-BN-ReLU, classifier, upsampled x4.
+  concatenated with its 48-channel projection, two 3x3 conv-BN-ReLU, classifier, upsampled x4;
+- ``timm_fpn``: Semantic FPN (Kirillov et al. 2019, :mod:`detseg.models.fpn`): the pyramid on the maps
+  at strides 4-32, each level brought to stride 4 and summed, classifier, upsampled x4.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detseg.models.deeplab import DeepLabDecoder
+from detseg.models.fpn import SemanticFPNHead
 from detseg.models.timm_weights import (
     check_timm_name,
     import_timm,
@@ -56,6 +59,7 @@ FAMILIES = {
     "fcn": "timm_fcn",
     "deeplabv3plus": "timm_deeplabv3plus",
     "deeplabv3": "timm_deeplabv3",
+    "fpn": "timm_fpn",
     "fasterrcnn": "timm_fasterrcnn",  # detectors: detseg.models.timm_detectors
     "retinanet": "timm_retinanet",
 }
@@ -168,6 +172,21 @@ class TimmUNet(TimmSegmenter):
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(self.encoder(x), (x.shape[-2], x.shape[-1])))
+
+
+class TimmFPN(SemanticFPNHead, TimmSegmenter):
+    """Semantic FPN on a timm encoder (the maps at strides 4, 8, 16 and 32 are C2..C5)."""
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        pyramid_channels: int = 256,
+        segmentation_channels: int = 128,
+    ) -> None:
+        super().__init__(backbone, num_classes, in_channels)
+        self.build_fpn(pyramid_channels, segmentation_channels)
 
 
 def _index_of_stride(strides: Sequence[int], stride: int) -> int:
@@ -352,3 +371,16 @@ def timm_deeplabv3plus(
     """DeepLabv3+ on a timm encoder, output stride 16."""
     return _build(TimmDeepLabV3Plus, pretrained, backbone=backbone, num_classes=num_classes,
                   in_channels=in_channels, **kwargs)
+
+
+@register_model(task="segment", backbone="timm", input_size=(3, 512, 512), paper="Kirillov et al. 2019")
+def timm_fpn(
+    num_classes: int = 2,
+    in_channels: int = 3,
+    pretrained: Any = None,
+    backbone: str = DEFAULT_BACKBONE,
+    **kwargs,
+) -> TimmFPN:
+    """Semantic FPN on a timm encoder."""
+    return _build(TimmFPN, pretrained, backbone=backbone, num_classes=num_classes, in_channels=in_channels,
+                  **kwargs)

@@ -8,7 +8,9 @@ classification network (SSD's VGG, SSDLite's MobileNet, R-FCN's ResNet body and 
 Faster R-CNN's and RetinaNet's FPN backbones). Necks (FPN, SSD's extra layers, R-FCN's 1x1 reduction)
 and heads are not. A stage is a run of blocks at one resolution: a new stage starts at every block that
 downsamples (U-Net: one level per stage; ResNet: stem, layer1..layer4; VGG's fc6/fc7 and a
-MobileNetV3 classifier's pre-logit layer: one more stage).
+MobileNetV3 classifier's pre-logit layer: one more stage). A timm classifier's encoder is its backbone
+whole: its stages as above where it has them (EfficientNet's stride-2 blocks), the rest of it (the
+pre-logit layers) one more stage, so that ``"backbone"`` leaves exactly the linear head trainable.
 
 A frozen module gets ``requires_grad=False`` and stays in eval mode whatever ``model.train()`` says,
 so its BatchNorm layers use and keep their running statistics (and its dropout is off): the features
@@ -101,9 +103,9 @@ def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, nn.Module):
         if hasattr(encoder, "levels"):  # U-Net: one level per stage
-            return [[level] for level in encoder.levels]
+            return _with_rest(encoder, [[level] for level in encoder.levels])
         if hasattr(encoder, "layer1"):
-            return _resnet_stages(encoder)
+            return _with_rest(encoder, _resnet_stages(encoder))
         if hasattr(encoder, "features"):
             stages = _chain_stages(list(encoder.features))
             if getattr(encoder, "fc_channels", None):  # VGG's fc6/fc7 as convolutions (FCN, DeconvNet)
@@ -111,7 +113,11 @@ def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
             tail = getattr(encoder, "classifier", None)  # MobileNetV3's pre-logit layer (classifiers)
             if isinstance(tail, nn.Module) and any(True for _ in tail.parameters()):
                 stages.append([tail])
-            return stages
+            return _with_rest(encoder, stages)
+        if hasattr(encoder, "conv_stem") and hasattr(encoder, "blocks"):  # timm's EfficientNets, MobileNets
+            blocks = [encoder.conv_stem, getattr(encoder, "bn1", nn.Identity())]
+            blocks += [block for stage in encoder.blocks for block in stage]
+            return _with_rest(encoder, _chain_stages(blocks))
         return [[encoder]]
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
@@ -135,6 +141,24 @@ def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
             blocks = [*features[0], *features[1]]
         return _chain_stages(blocks)
     return [[backbone]]
+
+
+def _with_rest(encoder: nn.Module, stages: list[list[nn.Module]]) -> list[list[nn.Module]]:
+    """``stages`` and, as one more stage, the encoder's modules that hold parameters none of them has
+    (a timm classifier's pre-logit layers: EfficientNet's ``conv_head``, VGG's ``pre_logits``...)."""
+    covered = {id(p) for stage in stages for module in stage for p in module.parameters()}
+
+    def rest(module: nn.Module) -> list[nn.Module]:
+        out = []
+        for child in module.children():
+            ids = [id(p) for p in child.parameters()]
+            if all(i in covered for i in ids):
+                continue
+            out += rest(child) if any(i in covered for i in ids) else [child]
+        return out
+
+    left = rest(encoder)
+    return [*stages, left] if left else stages
 
 
 def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:

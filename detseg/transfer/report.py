@@ -69,6 +69,9 @@ def check_claims(report: dict[str, Any]) -> list[dict[str, Any]]:
         return rows.get(mode, {}).get(domain)
 
     before_src = report.get("source_model", {}).get("source")
+    # No source data given (source weights alone, e.g. ImageNet's): nothing is scored on the source.
+    no_source = "source" in report and not report["source"].get("spec")
+    why_no_source = "no source data given (source weights only), so no source-domain scores"
     as_is, fe, ft, scratch = (
         get(m, "target") for m in ("as_is", "feature_extraction", "fine_tuning", "scratch")
     )
@@ -76,7 +79,17 @@ def check_claims(report: dict[str, Any]) -> list[dict[str, Any]]:
 
     trained = {m: get(m, "target") for m in ("feature_extraction", "fine_tuning", "scratch")}
     trained = {m: v for m, v in trained.items() if v is not None}
-    if as_is is None or before_src is None or not trained:
+    if as_is is not None and before_src is None and no_source and trained:
+        best_mode = max(trained, key=trained.get)
+        out.append(
+            _claim(
+                "as_is_low",
+                _less(as_is, trained[best_mode], MARGIN),
+                f"no source data given, so judged against the trained runs alone: {metric} {_fmt(as_is)} "
+                f"on the target vs {_fmt(trained[best_mode])} after {best_mode}",
+            )
+        )
+    elif as_is is None or before_src is None or not trained:
         out.append(_claim("as_is_low", None, "no as-is score on the target (the classes differ, or not run)"))
     else:
         best_mode = max(trained, key=trained.get)
@@ -109,13 +122,8 @@ def check_claims(report: dict[str, Any]) -> list[dict[str, Any]]:
 
     ft_src, fe_src = get("fine_tuning", "source"), get("feature_extraction", "source")
     if ft_src is None or before_src is None:
-        out.append(
-            _claim(
-                "fine_tuning_source_drop",
-                None,
-                "no source-domain score after fine-tuning (the target's classes differ from the source's)",
-            )
-        )
+        why = "no source-domain score after fine-tuning (the target's classes differ from the source's)"
+        out.append(_claim("fine_tuning_source_drop", None, why_no_source if no_source else why))
     else:
         out.append(
             _claim(
@@ -142,14 +150,11 @@ def check_claims(report: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     if fe_src is None or ft_src is None or before_src is None:
-        out.append(
-            _claim(
-                "feature_extraction_less_drop",
-                None,
-                "no source-domain scores after training "
-                "on the target (the target's classes differ from the source's)",
-            )
+        why = (
+            "no source-domain scores after training on the target (the target's classes differ from the "
+            "source's)"
         )
+        out.append(_claim("feature_extraction_less_drop", None, why_no_source if no_source else why))
     else:
         out.append(
             _claim(
@@ -214,16 +219,30 @@ def markdown(report: dict[str, Any]) -> str:
     metric = report["metric"]
     src, tgt = report["source"], report["target"]
     s = report.get("settings", {})
-    given = s.get("source_weights")
+    given = src.get("weights") or s.get("source_weights")
     source_model = (
         f"source model `{given}`, given" if given else f"{s.get('source_epochs')} for the source model"
     )
+    if src.get("spec"):
+        source_line = (
+            f"- source: `{src['spec']}` (scored on `{src['split']}`), classes {_names(src['classes'])}"
+        )
+    else:
+        source_line = (
+            f"- source: the model `{given}` as given, classes {_names(src['classes'])}; no source data, "
+            "so nothing is scored on the source domain"
+        )
+    splits = " and ".join(
+        f"the {d}'s `{x['split']}` split" for d, x in (("source", src), ("target", tgt)) if x.get("spec")
+    )
+    described = f" ({report['metric_description']})" if report.get("metric_description") else ""
     lines = [
         f"# Transfer study: {report['model']}",
         "",
-        f"- source: `{src['spec']}` (scored on `{src['split']}`), classes {src['classes']}",
-        f"- target: `{tgt['spec']}` (scored on `{tgt['split']}`), classes {tgt['classes']}",
-        f"- metric: {metric} x 100 of each run's last.pt; {s.get('epochs')} epoch(s) on the target "
+        source_line,
+        f"- target: `{tgt['spec']}` (scored on `{tgt['split']}`), classes {_names(tgt['classes'])}",
+        f"- metric: {metric}{described} x 100 on {splits}, of each run's last.pt: nothing is chosen on "
+        f"the scored split (no best epoch, no setting); {s.get('epochs')} epoch(s) on the target "
         f"({source_model}), image size {s.get('img_size')}, batch "
         f"{s.get('batch_size')}, {s.get('optimizer')} lr {s.get('lr') or 'default'}, seed {s.get('seed')}",
         "",
@@ -247,6 +266,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{delta(row['target'], before.get('target'))} |"
         )
     lines += ["", "Changes are against the source model before any training on the target (as is)."]
+    if report.get("as_is_map"):
+        pairs = ", ".join(f"{t} -> {name} ({index})" for t, (index, name) in report["as_is_map"].items())
+        lines.append(
+            f"As is, the target classes are the source model's {pairs}: the prediction is the target class "
+            "whose mapped logit is highest (the model's other classes left out)."
+        )
     skipped = [r for r in report["rows"] if r.get("skipped")]
     for row in skipped:
         lines.append(f"{row['label']}: not run ({row['skipped']}).")
@@ -276,6 +301,13 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _names(classes: list[str], shown: int = 10) -> str:
+    """A class list for report.md: whole when short, else its length and the first ``shown`` names."""
+    if len(classes) <= shown:
+        return str(list(classes))
+    return f"({len(classes)}: {', '.join(classes[:shown])}, ...)"
+
+
 def plot(report: dict[str, Any], path: str | Path) -> Path:
     """report.png: the metric per run on both domains (bars), and the add-a-class percentages."""
     import numpy as np
@@ -288,10 +320,15 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     ax = axes[0, 0]
     rows = report["rows"]
     x = np.arange(len(rows))
-    for i, (domain, color) in enumerate((("source", "tab:blue"), ("target", "tab:orange"))):
+    domains = [d for d in ("source", "target") if report.get(d, {}).get("spec", d)]  # scored domains
+    width = 0.76 / len(domains)
+    for i, domain in enumerate(domains):
+        color = {"source": "tab:blue", "target": "tab:orange"}[domain]
         values = [r[domain] for r in rows]
         heights = [100 * v if v is not None else 0.0 for v in values]
-        bars = ax.bar(x + (i - 0.5) * 0.38, heights, 0.38, label=f"{domain} val", color=color)
+        split = report.get(domain, {}).get("split") or "val"
+        offset = (i - (len(domains) - 1) / 2) * width
+        bars = ax.bar(x + offset, heights, width, label=f"{domain} {split}", color=color)
         for bar, v in zip(bars, values, strict=True):
             ax.annotate(
                 "n/a" if v is None else f"{100 * v:.0f}",
@@ -301,8 +338,9 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
                 fontsize=8,
             )
     ax.set_xticks(x, [r["mode"].replace("_", "\n") for r in rows])
-    ax.set_ylabel(f"{report['metric']} x 100")
-    ax.set_title(f"{report['model']}: source vs target")
+    ax.set_ylabel(f"{report['metric']} x 100 (each run's last.pt)")
+    scored = " vs ".join(domains) if len(domains) > 1 else "target (no source data)"
+    ax.set_title(f"{report['model']}: {scored}")
     highest = max([100 * r[d] for r in rows for d in ("source", "target") if r[d] is not None], default=1.0)
     ax.set_ylim(0, 1.3 * highest + 1)  # room for the legend above the bars
     ax.legend(loc="upper center", ncol=2, fontsize=8)

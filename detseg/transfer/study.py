@@ -4,11 +4,13 @@
     report = run_study("src/detect.yaml", "tgt/detect.yaml", "ssdlite320_mobilenet_v3_large", "runs/study",
                        epochs=20, img_size=192, add_class="joint/detect.yaml")
 
-1. A source model: trained on SOURCE (or ``source_weights``, a detseg checkpoint, taken as it is).
+1. A source model: trained on SOURCE (or ``source_weights``, a detseg checkpoint or weights by name,
+   taken as it is; then SOURCE may be None: no source domain is scored).
 2. On TARGET, each evaluated on both domains' validation splits (the source model gives "before"):
 
    ==================  ===================================================================
-   as_is               the source model, no training (only when the classes are the same)
+   as_is               the source model, no training (only when the classes are the same; a
+                       classifier: when each target class maps onto one of its classes)
    feature_extraction  source weights, backbone frozen (BatchNorm too), new head, trained on TARGET
    fine_tuning         source weights, all layers trained on TARGET (head kept when the classes agree)
    scratch             random initialisation, trained on TARGET for the same epochs
@@ -22,11 +24,22 @@
    (:mod:`detseg.transfer.pseudo`). Reported: the old classes' metric kept (% of the source
    model's) and the new class's metric as % of joint training's.
 
-Metric: AP50 (detection, COCO's 101-point AP at IoU 0.5) or mIoU (segmentation), on each domain's
-validation split, of each run's ``last.pt`` (the same training budget for every run; no model picked
-on the data it is scored on). Every run has its folder under ``OUT/runs/``; a run whose ``result.json``
-exists is skipped, and one stopped half-way resumes from its ``last.pt``, so a crashed study re-runs
-with the same command. The report is :mod:`detseg.transfer.report`'s (report.md, report.json, report.png).
+Classification (``task: classify``, e.g. ImageNet weights on ants vs bees):
+
+    run_study(None, "examples/hymenoptera.yaml", "timm:tf_efficientnet_lite0", "runs/hym-study",
+              source_weights="timm:tf_efficientnet_lite0.in1k", epochs=8, img_size=224)
+
+As is, each target class is mapped onto the source model's classes (``class_map`` {target: source
+name}, then the same name, then the same name ignoring case, ``_``/``-`` and a plural ``s``: "ants" ->
+ImageNet's "ant"), and the prediction is the target class whose mapped logit is highest; a target class
+without a match skips as_is, with the reason. No add-a-class study for classifiers.
+
+Metric: AP50 (detection, COCO's 101-point AP at IoU 0.5), mIoU (segmentation) or top-1 accuracy
+(classification), on each domain's validation split, of each run's ``last.pt`` (the same training
+budget for every run; no model picked on the data it is scored on). Every run has its folder under
+``OUT/runs/``; a run whose ``result.json`` exists is skipped, and one stopped half-way resumes from its
+``last.pt``, so a crashed study re-runs with the same command. The report is
+:mod:`detseg.transfer.report`'s (report.md, report.json, report.png).
 """
 
 from __future__ import annotations
@@ -39,7 +52,12 @@ from typing import Any
 
 MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")
 ADD_CLASS_MODES = ("lwf", "naive", "joint")
-METRIC_NAMES = {"detect": "AP50", "segment": "mIoU"}
+METRIC_NAMES = {"detect": "AP50", "segment": "mIoU", "classify": "accuracy"}
+METRIC_DESCRIPTIONS = {
+    "detect": "COCO's 101-point AP at IoU 0.5",
+    "segment": "mean IoU over the classes",
+    "classify": "top-1 accuracy",
+}
 MODE_LABELS = {
     "as_is": "pre-trained as is",
     "feature_extraction": "feature extraction (frozen backbone, new head)",
@@ -55,7 +73,7 @@ _COMMON = ("epochs", "img_size", "batch_size", "lr", "optimizer", "seed", "worke
 
 
 def run_study(
-    source: str | Path,
+    source: str | Path | None,
     target: str | Path,
     model: str,
     out: str | Path,
@@ -81,10 +99,12 @@ def run_study(
     target_split: str | None = None,
     quiet: bool = True,
     train_args: dict[str, Any] | None = None,
+    class_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the study into ``out`` and write its report; returns the report (what report.json holds).
 
-    ``source``, ``target``, ``add_class``, ``new_class_data``: dataset specs. ``source_split`` /
+    ``source``, ``target``, ``add_class``, ``new_class_data``: dataset specs (``source`` None: only with
+    ``source_weights``; the source domain is then not scored). ``source_split`` /
     ``target_split``: the splits scored (default ``val``, else ``test``). ``pretrained``: builder weights
     (a torchvision weights name or file) the *source* model starts from; ``source_weights``: a trained
     detseg checkpoint used as the source model instead of training one. ``new_class_data``: the new
@@ -92,14 +112,19 @@ def run_study(
     labelled); by default it is made from ``add_class``'s train split by dropping the old classes'
     labels (COCO or mask specs). ``quiet=False`` shows each run's epochs. ``train_args``: more
     :func:`detseg.engine.run.train` keywords for every run (``schedule``, ``warmup``, ``amp``...).
+    ``class_map``: classification only, ``{target class: source model's class}`` for as_is where the
+    names differ (the rest match by name, see the module docstring).
     """
     from detseg.data.spec import load_spec
     from detseg.transfer.report import check_claims, write_report
 
-    plan = _check_arguments(source, target, model, out, epochs, source_epochs, modes, add_class, distill)
-    src_spec, tgt_spec = load_spec(source), load_spec(target)
-    task = src_spec.task
-    src_split = _eval_split(src_spec, source_split, "source")
+    plan = _check_arguments(
+        source, target, model, out, epochs, source_epochs, modes, add_class, distill,
+        source_weights, class_map,
+    )  # fmt: skip
+    tgt_spec = load_spec(target)
+    task = tgt_spec.task
+    src_split = _eval_split(load_spec(source), source_split, "source") if source is not None else None
     tgt_split = _eval_split(tgt_spec, target_split, "target")
     out = Path(out).resolve()  # runs are matched by their settings, paths included: absolute ones
     runner = _Runner(
@@ -120,11 +145,15 @@ def run_study(
         ),
         total=_count_steps(plan, source_weights, add_class, pseudo_labels),
     )
-    domains = {"source": (str(source), src_split), "target": (str(target), tgt_split)}
+    domains = {"target": (str(target), tgt_split)}
+    if source is not None:
+        domains = {"source": (str(source), src_split), **domains}
 
     # 1. The source model (its classes checked against the add-a-class data before any training).
+    given_weights = source_weights
     if source_weights is not None and _is_weights_name(source_weights):
         source_weights = _weights_checkpoint(model, str(source_weights), out / "source_weights" / "best.pt")
+        _check_source_task(source_weights, given_weights, task)
     if source_weights is not None:
         if not Path(source_weights).is_file():
             raise FileNotFoundError(f"source_weights: no checkpoint at {source_weights}")
@@ -134,22 +163,28 @@ def run_study(
     tgt_classes = _data_classes(target, tgt_split)
     same = src_classes == tgt_classes
     add_split = _check_add_class(add_class, new_class_data, src_classes)
+    as_is_map, as_is_why = None, None  # classify: {target class: source class} when the names differ
+    if task == "classify" and not same:
+        as_is_map, as_is_why = as_is_class_map(src_classes, tgt_classes, class_map)
+    elif not same:
+        as_is_why = f"source classes {src_classes} != target {tgt_classes}"
     if source_weights is not None:
         src_ckpt = Path(source_weights)
         runner.say(f"source model: {src_ckpt} (given, not trained)")
     else:
         src_ckpt = runner.train("source", source, pretrained=pretrained, epochs=int(source_epochs or epochs))
     before = runner.evaluate("source", src_ckpt, domains, src_classes)
+    if as_is_map is not None:  # the source classifier on the target, through the mapped classes
+        mapped = runner.score("source", src_ckpt, str(target), tgt_split, class_map=as_is_map)
+        before["target"], before["per_class"]["target"] = mapped["metric"], mapped["per_class"]
 
     # 2. The four ways to use it on the target.
     rows = []
     for mode in plan["modes"]:
         if mode == "as_is":
-            if not same:
-                runner.say(
-                    f"as_is: skipped, the source classes {src_classes} are not the target's {tgt_classes}"
-                )
-                rows.append(_row(mode, None, {}, why=f"source classes {src_classes} != target {tgt_classes}"))
+            if as_is_why:
+                runner.say(f"as_is: skipped, {as_is_why}")
+                rows.append(_row(mode, None, {}, why=as_is_why))
                 continue
             rows.append(_row(mode, src_ckpt, before, init="source weights", trained_on="source"))
             continue
@@ -169,7 +204,13 @@ def run_study(
         "task": task,
         "metric": METRIC_NAMES[task],
         "model": model,
-        "source": {"spec": str(source), "split": src_split, "classes": src_classes},
+        "metric_description": METRIC_DESCRIPTIONS[task],
+        "source": {
+            "spec": str(source) if source is not None else None,
+            "split": src_split,
+            "classes": src_classes,
+            "weights": str(given_weights) if given_weights is not None else None,
+        },
         "target": {"spec": str(target), "split": tgt_split, "classes": tgt_classes},
         "settings": {
             **runner.common,
@@ -181,6 +222,8 @@ def run_study(
         "source_model": {"checkpoint": str(src_ckpt), **{k: before.get(k) for k in ("source", "target")}},
         "rows": rows,
     }
+    if as_is_map is not None:
+        report["as_is_map"] = {t: [src_classes.index(s), s] for t, s in as_is_map.items()}
 
     # 3. Adding a class.
     if add_class is not None:
@@ -195,7 +238,17 @@ def run_study(
 
 # ---------------------------------------------------------------------------------------------- checks
 def _check_arguments(
-    source, target, model, out, epochs, source_epochs, modes, add_class, distill
+    source,
+    target,
+    model,
+    out,
+    epochs,
+    source_epochs,
+    modes,
+    add_class,
+    distill,
+    source_weights=None,
+    class_map=None,
 ) -> dict[str, Any]:
     """Refuse bad arguments before any training, naming what is wrong."""
     from detseg.data.spec import load_spec
@@ -210,22 +263,32 @@ def _check_arguments(
         raise ValueError(f"modes {list(modes)}: choose among {', '.join(MODES)}")
     if distill <= 0:
         raise ValueError(f"distill must be > 0 (the LwF weight), got {distill}")
-    src, tgt = load_spec(source), load_spec(target)
-    if src.task != tgt.task:
+    if source is None and source_weights is None:
+        raise ValueError("give source (a data set spec to train the source model on) or source_weights")
+    tgt = load_spec(target)
+    task = tgt.task
+    if source is not None and load_spec(source).task != task:
         raise ValueError(
-            f"source {source} is a {src.task} data set but target {target} is a {tgt.task} data set; "
-            "the study compares one task on two domains"
+            f"source {source} is a {load_spec(source).task} data set but target {target} is a {task} data "
+            "set; the study compares one task on two domains"
         )
-    if src.task not in METRIC_NAMES:
+    if task not in METRIC_NAMES:
         raise ValueError(
-            f"{source}: task {src.task!r} is not supported by the study yet (detect or segment); "
-            "detseg.engine.run.train does not train classifiers"
+            f"{target}: task {task!r} is not supported by the study (detect, segment or classify)"
         )
     info = model_info(model)
-    if info.task != src.task:
-        raise ValueError(f"model {model!r} is a {info.task} model but the data sets are for {src.task}")
-    if add_class is not None and load_spec(add_class).task != src.task:
-        raise ValueError(f"add_class {add_class} is a {load_spec(add_class).task} data set, not {src.task}")
+    if info.task != task:
+        raise ValueError(f"model {model!r} is a {info.task} model but the data sets are for {task}")
+    if source_weights is not None and Path(source_weights).is_file():
+        _check_source_task(source_weights, source_weights, task, model)
+    if add_class is not None and task == "classify":
+        raise ValueError(
+            f"add_class {add_class}: the add-a-class study takes detect or segment data, not classify"
+        )
+    if add_class is not None and load_spec(add_class).task != task:
+        raise ValueError(f"add_class {add_class} is a {load_spec(add_class).task} data set, not {task}")
+    if class_map and task != "classify":
+        raise ValueError(f"class_map maps a classifier's classes for as_is; the target is a {task} data set")
     if Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"out {out} exists and is not a folder")
     return {"modes": [m for m in MODES if m in modes]}
@@ -242,6 +305,63 @@ def _eval_split(spec, split: str | None, which: str) -> str:
     raise ValueError(
         f"{which} {spec.path}: no 'val' or 'test' split to score on (it has {', '.join(spec.splits)})"
     )
+
+
+def _check_source_task(ckpt: str | Path, given: Any, task: str, model: str | None = None) -> None:
+    """Refuse source weights of another task (or, given ``model``, of another model) in one line."""
+    from detseg.engine.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(ckpt).get("meta", {})
+    if meta.get("task") not in (None, task):
+        raise ValueError(
+            f"source_weights {given} is a {meta['task']} model but the target is a {task} data set"
+        )
+    if model is not None and meta.get("model") not in (None, model):
+        raise ValueError(
+            f"source_weights {given} is a checkpoint of {meta['model']!r}, not of model {model!r}"
+        )
+
+
+def as_is_class_map(
+    src_classes: list[str], tgt_classes: list[str], class_map: dict[str, str] | None = None
+) -> tuple[dict[str, str] | None, str | None]:
+    """A classifier used as is on other classes: ``({target class: source class}, None)``, or ``(None,
+    why)`` when a target class matches none of the source model's. Each target class takes
+    ``class_map``'s name, else its own name, else the source class equal to it ignoring case, ``_``/``-``
+    and a plural ``s`` ("ants" -> "ant"). A ``class_map`` naming a class that is not there raises
+    ValueError (one line)."""
+    from detseg.engine.class_map import match_classes
+
+    given = dict(class_map or {})
+    loose: dict[str, str] = {}
+    for name in src_classes:
+        loose.setdefault(_loose_name(name), name)
+    taken = set(given.values()) | {t for t in tgt_classes if t in src_classes and t not in given}
+    auto = {}
+    for name in tgt_classes:
+        if name in given or name in src_classes:
+            continue
+        key = _loose_name(name)
+        hit = loose.get(key) or (loose.get(key[:-1]) if key.endswith("s") else None)
+        if hit is not None and hit not in taken:
+            auto[name] = hit
+            taken.add(hit)
+    try:
+        mapping, unknown = match_classes(tgt_classes, src_classes, {**auto, **given}, task="classify")
+    except ValueError:
+        if given:
+            raise
+        mapping, unknown = {}, list(tgt_classes)
+    if unknown:
+        return None, (
+            f"target class(es) {unknown} match none of the source model's {len(src_classes)} classes "
+            "(map them with --class-map TARGET=SOURCE)"
+        )
+    return {tgt_classes[d]: src_classes[m] for d, m in sorted(mapping.items())}, None
+
+
+def _loose_name(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
 def _count_steps(plan: dict, source_weights, add_class, pseudo_labels=None) -> int:
@@ -278,8 +398,14 @@ def _checkpoint_classes(ckpt: str | Path) -> list[str]:
 
 def _data_classes(spec: str | Path, split: str) -> list[str]:
     from detseg.data.dataset import build_dataset
+    from detseg.data.spec import load_spec
 
-    return list(build_dataset(spec, split).classes)
+    loaded = load_spec(spec)
+    if loaded.task == "classify":
+        from detseg.data.classification import classification_dataset
+
+        return list(classification_dataset(loaded, split).classes)
+    return list(build_dataset(loaded, split).classes)
 
 
 def _row(mode: str, ckpt, metrics: dict, why: str | None = None, **info: Any) -> dict[str, Any]:
@@ -298,20 +424,29 @@ def _row(mode: str, ckpt, metrics: dict, why: str | None = None, **info: Any) ->
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_checkpoint(
-    ckpt: str | Path, data: str | Path, split: str = "val", device: str = "cpu"
+    ckpt: str | Path,
+    data: str | Path,
+    split: str = "val",
+    device: str = "cpu",
+    class_map: dict[str, str] | None = None,
+    img_size: int | None = None,
 ) -> dict[str, Any]:
     """The study's metrics of a saved model on ``split`` of the spec ``data``.
 
-    Returns ``{"metric": AP50 | mIoU (0..1), "per_class": {class: AP50 | IoU}}``: detection through
-    :func:`detseg.engine.run.run_evaluation` and :func:`detseg.metrics.coco.evaluate` (COCO's
-    101-point AP at IoU 0.5, per category too); segmentation from the summed confusion matrix.
+    Returns ``{"metric": AP50 | mIoU | accuracy (0..1), "per_class": {class: AP50 | IoU | recall}}``:
+    detection through :func:`detseg.engine.run.run_evaluation` and :func:`detseg.metrics.coco.evaluate`
+    (COCO's 101-point AP at IoU 0.5, per category too); segmentation from the summed confusion matrix;
+    classification (:func:`evaluate_classifier`) top-1 accuracy, ``class_map`` and ``img_size`` as there.
     """
+    from detseg.data.spec import load_spec
     from detseg.engine.run import run_evaluation
 
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if load_spec(data).task == "classify":
+        return evaluate_classifier(ckpt, data, split, device, class_map, img_size)
     task = run_evaluation(ckpt, data, split, device, batch_size=1)
     if task.name == "segment":
         metrics = task.eval_end()
@@ -329,6 +464,48 @@ def evaluate_checkpoint(
         value = coco.per_category.get(name, {}).get("AP50", float("nan"))
         per_class[name] = float(value) if value is not None and value >= 0 else float("nan")
     return {"metric": float(coco.stats["AP50"]), "per_class": per_class}
+
+
+def evaluate_classifier(
+    ckpt: str | Path,
+    data: str | Path,
+    split: str = "val",
+    device: str = "cpu",
+    class_map: dict[str, str] | None = None,
+    img_size: int | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """A saved classifier's top-1 accuracy on ``split`` of a ``task: classify`` spec, and each class's
+    recall as ``per_class``. Images: resize + centre crop at the checkpoint's training size (else
+    ``img_size``, else 224). ``class_map`` ``{data class: model class}`` (every data class) scores a model
+    with other classes: its logits of the mapped classes, in the data's order, so that the prediction is
+    the data class whose mapped class scores highest (the model's other classes play no part)."""
+    import torch
+
+    from detseg.engine.checkpoint import check_classes
+    from detseg.engine.class_map import MappedClassifier, match_classes
+    from detseg.engine.classify import evaluation_set
+    from detseg.engine.predict import load_model
+
+    model, meta = load_model(ckpt, device)
+    if meta.get("task") != "classify":
+        raise ValueError(f"{ckpt} is a {meta.get('task')} model but {data} is a classify data set")
+    classes = _data_classes(data, split)
+    if class_map is not None:
+        mapping, unknown = match_classes(classes, list(meta["classes"]), class_map, task="classify")
+        if unknown:
+            raise ValueError(f"class_map: the data's classes {unknown} are mapped onto none of {ckpt}'s")
+        model = MappedClassifier(model, mapping, len(classes))
+    else:
+        check_classes(meta["classes"], classes, where=f"{ckpt} vs {data}")
+    size = meta.get("img_size") or img_size
+    dataset, task, collate = evaluation_set(data, split, classes, size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    task.eval_begin()
+    for batch in loader:
+        task.eval_step(model, batch, torch.device(device))
+    metrics = task.eval_end()
+    return {"metric": metrics["accuracy"], "per_class": {n: metrics[f"recall_{n}"] for n in classes}}
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -404,16 +581,22 @@ class _Runner:
             out[domain], out["per_class"][domain] = scores["metric"], scores["per_class"]
         return out
 
-    def score(self, name: str, ckpt: Path, spec: str | Path, split: str) -> dict[str, Any]:
+    def score(
+        self, name: str, ckpt: Path, spec: str | Path, split: str, class_map: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """:func:`evaluate_checkpoint`, cached in ``runs/NAME/result.json`` (a given source model's scores in
-        ``out/scores.json``, keyed by its path and size too, so that another file there is scored anew)."""
+        ``out/scores.json``, keyed by its path and size too, so that another file there is scored anew;
+        and by ``class_map``, a classifier scored through mapped classes)."""
         ours = ckpt.parent.parent == self.out / "runs"
         cache_file = ckpt.parent / "result.json" if ours else self.out / "scores.json"
         cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {"eval": {}}
         key = f"{spec}::{split}" if ours else f"{ckpt.resolve()}:{ckpt.stat().st_size}::{spec}::{split}"
+        if class_map is not None:
+            key += "::" + ",".join(f"{k}={v}" for k, v in class_map.items())
         if key not in cache.setdefault("eval", {}):
             self.say(f"scoring {name} on {spec} ({split})")
-            cache["eval"][key] = _jsonable(evaluate_checkpoint(ckpt, spec, split, self.device))
+            scores = evaluate_checkpoint(ckpt, spec, split, self.device, class_map, self.common["img_size"])
+            cache["eval"][key] = _jsonable(scores)
             self.out.mkdir(parents=True, exist_ok=True)
             cache_file.write_text(json.dumps(_jsonable(cache), indent=1) + "\n")
         return cache["eval"][key]

@@ -132,6 +132,20 @@ def test_mask_rcnn_trains_resumes_and_is_scored_and_predicted(shapes, tmp_path, 
     assert written and all(r["segmentation"]["size"] == [64, 64] for r in written)
     assert (pred / "000001.png").is_file() and (pred / "000002.png").is_file()
 
+    # The Python API: the same masks as predict's results.json, drawn and written as COCO.
+    from pycocotools import mask as mask_utils
+
+    import detseg
+
+    (result,) = detseg.load(run / "last.pt").predict(shapes / "images/val/000001.png", score_threshold=0.0)
+    masks = result.instance_masks
+    assert masks.dtype == torch.bool and masks.shape == (len(result.boxes), 64, 64) and len(masks) > 0
+    coco = result.to_coco(image_id=1)
+    assert [mask_utils.decode(r["segmentation"]).sum() for r in coco] == masks.sum((1, 2)).tolist()
+    first = [r for r in written if r["image_id"] == 1]
+    assert [r["segmentation"]["counts"] for r in first] == [r["segmentation"]["counts"] for r in coco]
+    assert result.plot(tmp_path / "api.png").shape[2] == 3 and (tmp_path / "api.png").is_file()
+
 
 def test_box_branch_alone_on_a_detect_spec_and_a_frozen_backbone(shapes, tmp_path, capsys):
     run = tmp_path / "boxes"
@@ -141,4 +155,32 @@ def test_box_branch_alone_on_a_detect_spec_and_a_frozen_backbone(shapes, tmp_pat
     with open(run / "log.csv") as f:
         row = list(csv.DictReader(f))[-1]
     assert "train_loss_mask" not in row and "val_AP50" in row and "val_mask_AP50" not in row
+    assert load_checkpoint(run / "last.pt")["meta"]["instance"] is False
+
+
+def test_instance_spec_without_masks_is_refused_unless_boxes_only(shapes, tmp_path, capsys):
+    """Boxes with no 'segmentation': one line naming the file and the annotation id, exit 2; with
+    --boxes-only the same spec trains the box branch alone."""
+    data = tmp_path / "bare"
+    data.mkdir()
+    for split in ("train", "val"):
+        coco = json.loads((shapes / "annotations" / f"{split}.json").read_text())
+        for ann in coco["annotations"]:
+            ann.pop("segmentation", None)
+        (data / f"{split}.json").write_text(json.dumps(coco))
+    spec = data / "instance.yaml"
+    spec.write_text(
+        f"task: instance\nformat: coco\nroot: {shapes}\nclasses: [circle, square, triangle]\n"
+        f"train: {{images: images/train, annotations: {data / 'train.json'}}}\n"
+        f"val: {{images: images/val, annotations: {data / 'val.json'}}}\n"
+    )
+    common = ["train", *TINY, "--iters", "1", "--data", str(spec)]
+    assert main([*common, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]  # after the settings the run prints
+    assert "Traceback" not in err and "train.json" in last and "annotation id" in last
+    assert "--boxes-only" in last
+    run = tmp_path / "boxes"
+    assert main([*common, "--boxes-only", "--out", str(run)]) == 0
+    assert "--boxes-only: training the box branch only" in capsys.readouterr().err
     assert load_checkpoint(run / "last.pt")["meta"]["instance"] is False

@@ -101,3 +101,36 @@ def test_eval_seg_on_a_dataset_spec(tmp_path):
     assert main(["eval", "seg", "--gt", str(spec), "--pred", str(tmp_path / "pred"), "--json", str(out)]) == 0
     m = json.loads(out.read_text())
     assert m["confusion"] == conf.tolist() and m["classes"] == ["bg", "fg"]
+
+
+def test_eval_seg_reads_predictions_in_the_specs_pixel_values(tmp_path):
+    """Membrane-style 0/255 masks: predictions written as detseg predict writes them (the spec's values)
+    and as class indices give the same confusion; a value in neither is refused naming the file."""
+    rng = np.random.default_rng(2)
+    for sub in ("images", "masks", "pred_values", "pred_index", "pred_bad"):
+        (tmp_path / sub).mkdir()
+    conf = np.zeros((2, 2), np.int64)
+    for i in range(2):
+        image = rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / "images" / f"s{i}.png")
+        t = rng.integers(0, 2, (12, 10))
+        p = np.where(rng.random((12, 10)) < 0.8, t, 1 - t)
+        Image.fromarray((t * 255).astype(np.uint8)).save(tmp_path / "masks" / f"s{i}.png")
+        Image.fromarray((p * 255).astype(np.uint8)).save(tmp_path / "pred_values" / f"s{i}.png")
+        Image.fromarray(p.astype(np.uint8)).save(tmp_path / "pred_index" / f"s{i}.png")
+        Image.fromarray(np.full((12, 10), 7, np.uint8)).save(tmp_path / "pred_bad" / f"s{i}.png")
+        np.add.at(conf, (t.ravel(), p.ravel()), 1)
+    spec = tmp_path / "data.yaml"
+    spec.write_text(
+        "task: segment\nformat: masks\nclasses: [membrane, cell]\nvalues: {0: 0, 255: 1}\n"
+        "val:\n  images: images\n  masks: masks\n"
+    )
+    for pred in ("pred_values", "pred_index"):
+        out = tmp_path / f"{pred}.json"
+        argv = ["eval", "seg", "--gt", str(spec), "--pred", str(tmp_path / pred), "--json", str(out)]
+        assert main(argv) == 0
+        assert json.loads(out.read_text())["confusion"] == conf.tolist(), pred
+    with pytest.raises(Exception, match="class 7"):
+        from detseg.metrics.evaluate import evaluate_segmentation_folders
+
+        evaluate_segmentation_folders(spec, tmp_path / "pred_bad")

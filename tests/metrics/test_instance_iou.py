@@ -172,3 +172,29 @@ def test_eval_seg_prints_iiou_beside_iou(gtfine, capsys):
     assert len(person.split()) == 5  # name, IoU, Dice, acc, iIoU
     road = next(line for line in text.splitlines() if line.startswith("road "))
     assert len(road.split()) == 4  # stuff: no iIoU
+
+
+def test_eval_seg_of_a_checkpoint_gives_iiou_as_the_folder_evaluation_does(gtfine, tmp_path, capsys):
+    """`eval seg --weights` on a Cityscapes spec: the model's own predictions, written to a folder and
+    scored there, give the same iIoU as the checkpoint scored directly."""
+    from detseg.engine.run import run_evaluation
+
+    spec, *_ = gtfine
+    run = tmp_path / "run"
+    train = ["train", "--model", "unet", "--model-arg", "width=4", "--model-arg", "depth=2",
+             "--data", str(spec), "--train-split", "val", "--val-split", "none", "--iters", "2",
+             "--img-size", "32", "--out", str(run), "--quiet"]  # fmt: skip
+    assert main(train) == 0
+    task = run_evaluation(run / "last.pt", spec, "val", keep_predictions=True)
+    direct = task.eval_end()
+    pred_dir = tmp_path / "preds"
+    pred_dir.mkdir()
+    labels = (tmp_path / "gtFine").rglob("*_labelIds.png")
+    stems = sorted(p.name.replace("_gtFine_labelIds.png", "") for p in labels)
+    for stem, (pred, _) in zip(stems, task.kept, strict=True):
+        Image.fromarray(pred.astype(np.uint8)).save(pred_dir / f"{stem}_leftImg8bit.png")
+    folder = evaluate_segmentation_folders(spec, pred_dir)["json"]
+    assert direct["miiou"] == pytest.approx(folder["miiou"], rel=1e-12)
+    assert direct["iiou_person"] == pytest.approx(folder["iiou"][TRAIN_CLASSES.index("person")], rel=1e-12)
+    assert main(["eval", "seg", "--weights", str(run / "last.pt"), "--data", str(spec)]) == 0
+    assert "miiou" in capsys.readouterr().out

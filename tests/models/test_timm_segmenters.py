@@ -12,7 +12,7 @@ timm = pytest.importorskip("timm")
 from detseg.models.zoo import create_model  # noqa: E402
 
 LITE0 = "timm:tf_efficientnet_lite0"
-FAMILIES = ["unet", "fcn8s_vgg16", "deeplabv3_resnet50", "timm_deeplabv3plus"]
+FAMILIES = ["unet", "fcn8s_vgg16", "deeplabv3_resnet50", "timm_deeplabv3plus", "fpn_mobilenet_v3_large"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -81,6 +81,8 @@ DETECTORS = [
      lambda m: [m.roi_heads.box_predictor.cls_score], [(120, 160), (90, 100)]),
     ("retinanet_resnet50_fpn", tvd.retinanet_resnet50_fpn, tvd.RetinaNet_ResNet50_FPN_Weights.COCO_V1,
      lambda m: [m.head.classification_head.cls_logits], [(60, 80)]),
+    ("maskrcnn_resnet50_fpn", tvd.maskrcnn_resnet50_fpn, tvd.MaskRCNN_ResNet50_FPN_Weights.COCO_V1,
+     lambda m: [m.roi_heads.box_predictor.cls_score], [(60, 80)]),
 ]
 
 
@@ -110,6 +112,8 @@ def test_detectors_give_torchvision_detections_with_coco_names(
         # detseg's labels are 0-based indices into class_names; category_ids maps them back to COCO ids
         ids = torch.tensor(ours.category_ids)[m["labels"]]
         assert torch.equal(ids, r["labels"])
+        if "masks" in r:  # Mask R-CNN: the same mask probabilities, pasted into the image
+            torch.testing.assert_close(m["masks"], r["masks"], atol=1e-4, rtol=0)
 
 
 def _calibrate(model: torch.nn.Module, size: tuple[int, int]) -> None:
