@@ -78,23 +78,28 @@ def register_smp_fpn() -> None:
 
 def arm_args(arm: str, preset_args: str) -> str:
     """The preset's arguments for one arm: ``pretrained`` (as recorded), ``scratch`` (no --pretrained),
-    ``smp`` (smp's FPN instead of detseg's model, everything else equal)."""
+    ``smp`` (smp's FPN instead of detseg's model, everything else equal), ``fpn`` (detseg's own Semantic
+    FPN on the same encoder and weights, ``timm_fpn``)."""
     args = shlex.split(preset_args)
     if arm == "scratch":
         i = args.index("--pretrained")
         del args[i : i + 2]
-    elif arm == "smp":
+    elif arm in ("smp", "fpn"):
         for flag in ("--model", "--backbone", "--model-arg"):
-            i = args.index(flag)
-            del args[i : i + 2]
-        args = ["--model", "smp_fpn_lite0", *args]
+            if flag in args:
+                i = args.index(flag)
+                del args[i : i + 2]
+        if arm == "smp":
+            args = ["--model", "smp_fpn_lite0", *args]
+        else:
+            args = ["--model", "timm_fpn", "--backbone", "timm:tf_efficientnet_lite0", *args]
     return shlex.join(args)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=["pretrained", "scratch", "smp"],
-                        choices=["pretrained", "scratch", "smp"])
+                        choices=["pretrained", "scratch", "smp", "fpn"])
     parser.add_argument("--minutes", type=float, help="budget of each run (default: the preset's, 10)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, default=Path("runs/budget/camvid-lite0-study"))
