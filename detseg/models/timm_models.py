@@ -40,6 +40,7 @@ from detseg.models.weights import (
     load_state_dict_into,
     offline_requested,
 )
+from detseg.nn import channel_stats
 
 
 class TimmClassifier(ImageClassifier):
@@ -101,8 +102,7 @@ def create_timm_classifier(
     num_classes = int(num_classes if num_classes is not None else weights_classes)
     timm = import_timm()
     encoder = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_channels)
-    if in_channels != 3:
-        mean, std = [sum(mean) / 3] * in_channels, [sum(std) / 3] * in_channels
+    mean, std = channel_stats(in_channels, mean, std)
     model = TimmClassifier(encoder, encoder.num_features, num_classes, drop_rate, f"timm:{arch}", mean, std)
     classifier = encoder.pretrained_cfg.get("classifier", "classifier")
     key_map = {f"{classifier}.": "head.", "": "encoder."}

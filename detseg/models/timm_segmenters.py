@@ -49,7 +49,7 @@ from detseg.models.weights import (
     offline_requested,
 )
 from detseg.models.zoo import register_model
-from detseg.nn import ConvBNReLU, Segmenter, resize_to
+from detseg.nn import ConvBNReLU, Segmenter, channel_stats, resize_to
 
 DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
 
@@ -110,9 +110,7 @@ class TimmSegmenter(Segmenter):
         super().__init__(num_classes, in_channels)
         self.backbone_name = backbone
         self.encoder = timm_encoder(backbone, in_channels, output_stride)
-        mean, std = timm_normalization(backbone)
-        if in_channels != 3:
-            mean, std = [sum(mean) / 3] * in_channels, [sum(std) / 3] * in_channels
+        mean, std = channel_stats(in_channels, *timm_normalization(backbone))
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=True)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=True)
 
@@ -134,9 +132,7 @@ class TimmSegmenter(Segmenter):
             state, description, cfg = resolve_timm_weights(name, tag, offline=offline_requested(offline))
             report = load_state_dict_into(self.encoder, state, description)
             # The classifier's layers have no place in a features_only encoder.
-            mean, std = cfg["mean"], cfg["std"]
-            if self.in_channels != 3:
-                mean, std = [sum(mean) / 3] * self.in_channels, [sum(std) / 3] * self.in_channels
+            mean, std = channel_stats(self.in_channels, cfg["mean"], cfg["std"])
             self.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
             self.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
             return report

@@ -7,6 +7,8 @@ A segmenter maps float images ``Tensor[B, C_in, H, W]`` in [0, 1] to logits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -14,11 +16,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def channel_stats(in_channels: int) -> tuple[list[float], list[float]]:
-    """ImageNet mean and std for 3 channels; their averages repeated for any other channel count."""
+def channel_stats(
+    in_channels: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> tuple[list[float], list[float]]:
+    """An RGB normalisation (ImageNet's by default) for 3 channels; its averages repeated for any other
+    channel count."""
     if in_channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return [sum(IMAGENET_MEAN) / 3] * in_channels, [sum(IMAGENET_STD) / 3] * in_channels
+        return list(mean), list(std)
+    return [sum(mean) / 3] * in_channels, [sum(std) / 3] * in_channels
 
 
 class Segmenter(nn.Module):
