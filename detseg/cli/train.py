@@ -150,14 +150,15 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
         "--backbone",
         metavar="timm:NAME",
         help="a timm encoder under the segmenter (unet, fcn*, deeplabv3*, timm_deeplabv3plus, fpn*) or the "
-        "detector (fasterrcnn*, retinanet*), e.g. timm:tf_efficientnet_lite0 with --pretrained in1k "
-        "(`detseg zoo list --backbones`)",
+        "detector (fasterrcnn*, retinanet*, ssdlite*), e.g. timm:tf_efficientnet_lite0 with --pretrained "
+        "in1k (`detseg zoo list --backbones`)",
     )
     t = p.add_argument_group("transfer learning (docs/transfer.md)")
     t.add_argument(
         "--freeze",
-        metavar="backbone|stages:N|none",
-        help="freeze the backbone, or its first N stages; frozen BatchNorm keeps its statistics (eval mode)",
+        metavar="backbone|stages:N|bn|none",
+        help="freeze the backbone, or its first N stages; frozen BatchNorm keeps its statistics (eval mode); "
+        "bn: only the backbone's BatchNorm statistics (every weight trains)",
     )
     t.add_argument(
         "--lr-backbone", type=float, metavar="LR", help="learning rate of the backbone (the rest: --lr)"

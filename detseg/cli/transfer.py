@@ -43,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, help="learning rate of every run (default: 0.01 sgd, 0.001 adamw)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument(
+        "--lr-backbone", type=float, metavar="LR",
+        help="fine_tuning: the pre-trained backbone's learning rate (default: --lr; e.g. a tenth of it)",
+    )
+    p.add_argument(
+        "--freeze-bn", action="store_true",
+        help="fine_tuning: keep the backbone's pre-trained BatchNorm statistics (every weight still trains)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
@@ -125,6 +133,8 @@ def run_transfer_study(args: argparse.Namespace) -> int:
             target_split=args.target_split,
             quiet=not args.verbose,
             class_map=parse_class_map(args.class_map) or None,
+            lr_backbone=args.lr_backbone,
+            freeze_bn=args.freeze_bn,
         )
     except NonFiniteLossError as exc:
         print(

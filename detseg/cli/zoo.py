@@ -80,6 +80,7 @@ def run_bench(args: argparse.Namespace) -> int:
               f"median of {fig['repeats']})", flush=True)
         if args.write:
             how = how_obtained(command, args.note)
+            how["machine"]["torch_threads"] = fig["threads"]  # what the passes ran with, not the default
             size = fig["input_size"]
             record_figures(name, {
                 "params": {"value": fig["params"], "how": how},

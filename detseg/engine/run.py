@@ -40,8 +40,8 @@ def train(
     - ``pretrained``: a weights name or file for the builder, or a detseg checkpoint (``RUN/best.pt``)
       of the same model: everything that fits is loaded; trained on other classes, its head is replaced.
       ``new_head=True`` replaces the head even when the classes are the same.
-    - ``freeze="backbone" | "stages:N" | "none"`` and ``lr_backbone``: frozen backbone stages (BatchNorm
-      statistics kept) and the backbone's own learning rate.
+    - ``freeze="backbone" | "stages:N" | "bn" | "none"`` and ``lr_backbone``: frozen backbone stages
+      (BatchNorm statistics kept; ``bn``: those statistics alone) and the backbone's own learning rate.
     - ``extend_from``: a detseg checkpoint trained on classes that the data's class list starts with;
       its head is extended to the new classes keeping the old classes' weights. ``distill`` (> 0) adds
       Learning-without-Forgetting distillation of its outputs on the old classes at ``temperature``.

@@ -6,7 +6,8 @@ CVPR 2019) on a Feature Pyramid Network (Lin et al., CVPR 2017).
   are C2..C5.
 - Pyramid (torchvision's ``FeaturePyramidNetwork``): a 1x1 lateral convolution of each C to 256
   channels, a top-down path (nearest upsampling of the coarser level, added), a 3x3 convolution on each
-  sum: P2..P5, 256 channels each.
+  sum: P2..P5, 256 channels each. ``smooth=False`` leaves the 3x3 convolutions out (as
+  segmentation_models_pytorch's FPN does): at stride 4 they cost more than a light encoder.
 - Semantic branch: each level is brought to stride 4 by stages of 3x3 conv (128 channels) + GroupNorm
   (32 groups) + ReLU + 2x bilinear upsampling (P2: one stage without upsampling, P5: three stages);
   the four maps are summed.
@@ -95,11 +96,14 @@ class FPNDecoder(nn.Module):
         encoder_strides: Sequence[int],
         pyramid_channels: int = 256,
         segmentation_channels: int = 128,
+        smooth: bool = True,
     ) -> None:
         super().__init__()
         self.levels = pyramid_levels(encoder_strides)
         strides = [encoder_strides[i] for i in self.levels]
         self.fpn = FeaturePyramidNetwork([encoder_channels[i] for i in self.levels], pyramid_channels)
+        if not smooth:  # the top-down sums as they are
+            self.fpn.layer_blocks = nn.ModuleList(nn.Identity() for _ in self.levels)
         self.branch = SemanticFPNBranch(pyramid_channels, segmentation_channels, strides)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
@@ -120,12 +124,12 @@ class SemanticFPNHead:
     """The decoder and head of a Semantic FPN segmenter on ``self.encoder`` (which lists ``out_channels``
     and ``strides``): shared by :class:`FPNSegmenter` and the timm-encoder ``TimmFPN``."""
 
-    def build_fpn(self, pyramid_channels: int, segmentation_channels: int) -> None:
+    def build_fpn(self, pyramid_channels: int, segmentation_channels: int, smooth: bool = True) -> None:
         for attr in ("out_channels", "strides"):
             if not hasattr(self.encoder, attr):
                 raise ValueError(f"the FPN's encoder must list its feature maps' {attr}")
         self.decoder = FPNDecoder(
-            self.encoder.out_channels, self.encoder.strides, pyramid_channels, segmentation_channels
+            self.encoder.out_channels, self.encoder.strides, pyramid_channels, segmentation_channels, smooth
         )
         self.head = predictor(segmentation_channels, self.num_classes)
 
@@ -149,10 +153,11 @@ class FPNSegmenter(SemanticFPNHead, Segmenter):
         in_channels: int = 3,
         pyramid_channels: int = 256,
         segmentation_channels: int = 128,
+        smooth: bool = True,
     ) -> None:
         super().__init__(num_classes, in_channels)
         self.encoder = build_encoder(encoder, in_channels) if isinstance(encoder, str) else encoder
-        self.build_fpn(pyramid_channels, segmentation_channels)
+        self.build_fpn(pyramid_channels, segmentation_channels, smooth)
 
 
 #: torchvision's ``BackboneWithFPN`` names (``body.``, ``fpn.``; ``backbone.`` first in its detectors):

@@ -65,7 +65,8 @@ class SSDLiteFeatureExtractorMobileNetV2(nn.Module):
         return OrderedDict((str(i), v) for i, v in enumerate(out))
 
 
-def _ssdlite(backbone: nn.Module, size: int, num_classes: int, kwargs: dict[str, Any]) -> SSDDetector:
+def build_ssdlite(backbone: nn.Module, size: int, num_classes: int, kwargs: dict[str, Any]) -> SSDDetector:
+    """SSDLite's head and default boxes on ``backbone`` (six maps, shallow to deep)."""
     # The paper's default boxes for SSDLite: ratios {1, 2, 3, 1/2, 1/3} on all six maps, scales 0.2..0.95
     # of the input side; ``min_scale``/``max_scale`` move them for data whose objects are smaller or larger.
     low, high = float(kwargs.pop("min_scale", 0.2)), float(kwargs.pop("max_scale", 0.95))
@@ -107,7 +108,7 @@ def ssdlite320_mobilenet_v3_large(
         load_pretrained(net, pretrained, MobileNet_V3_Large_Weights.IMAGENET1K_V1)
     else:
         _normal_init(net)
-    return _ssdlite(_mobilenet_extractor(net, trainable, NORM_LAYER), size, num_classes, kwargs)
+    return build_ssdlite(_mobilenet_extractor(net, trainable, NORM_LAYER), size, num_classes, kwargs)
 
 
 @register_model(task="detect", backbone="mobilenet_v2", input_size=(3, 320, 320), paper="Sandler et al. 2018")
@@ -130,4 +131,4 @@ def ssdlite320_mobilenet_v2(
     freeze_before = len(features) if trainable == 0 else stages[len(stages) - trainable]
     for block in features[:freeze_before]:
         block.requires_grad_(False)
-    return _ssdlite(SSDLiteFeatureExtractorMobileNetV2(features), size, num_classes, kwargs)
+    return build_ssdlite(SSDLiteFeatureExtractorMobileNetV2(features), size, num_classes, kwargs)

@@ -19,7 +19,6 @@ a detseg checkpoint (as for every zoo model).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,14 +31,9 @@ from detseg.models.timm_weights import (
     resolve_timm_weights,
     split_timm_name,
     timm_normalization,
+    weights_tag,
 )
-from detseg.models.weights import (
-    PRETRAINED_NAMES,
-    WeightsDeferred,
-    load_pretrained,
-    load_state_dict_into,
-    offline_requested,
-)
+from detseg.models.weights import load_pretrained, load_state_dict_into, offline_requested
 from detseg.nn import channel_stats
 
 
@@ -52,27 +46,6 @@ class TimmClassifier(ImageClassifier):
         self.register_buffer("mean", self.mean.clone(), persistent=True)
         self.register_buffer("std", self.std.clone(), persistent=True)
         self.class_names: list[str] | None = None
-
-
-def weights_tag(name: str, pretrained: Any) -> tuple[str | None, bool]:
-    """``(tag, is_timm_weights)`` for ``pretrained``: a timm tag (True/"default" -> the name's tag or
-    None for timm's default), or ``(None, False)`` for None, a file, a checkpoint or ``zoo:``."""
-    _, name_tag = split_timm_name(name)
-    if pretrained is None or pretrained is False or isinstance(pretrained, WeightsDeferred):
-        return name_tag, False
-    if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() in PRETRAINED_NAMES):
-        return name_tag, True
-    text = str(pretrained)
-    if text.startswith("timm:"):
-        other, other_tag = split_timm_name(text)
-        if other != split_timm_name(name)[0]:
-            raise ValueError(f"pretrained={text!r} is another timm model than {name!r}")
-        return other_tag or name_tag, True
-    if Path(text).exists() or "/" in text or ":" in text or text.endswith((".pt", ".pth", ".bin")):
-        return name_tag, False
-    if name_tag and text != name_tag:
-        raise ValueError(f"{name!r} names weights tag {name_tag!r}, pretrained asks for {text!r}")
-    return text, True
 
 
 def create_timm_classifier(

@@ -39,11 +39,10 @@ from detseg.models.timm_weights import (
     resolve_timm_weights,
     split_timm_name,
     timm_normalization,
+    weights_tag,
 )
 from detseg.models.unet import EncoderUNetDecoder
 from detseg.models.weights import (
-    PRETRAINED_NAMES,
-    WeightsDeferred,
     load_pretrained,
     load_state_dict_into,
     offline_requested,
@@ -62,12 +61,13 @@ FAMILIES = {
     "fpn": "timm_fpn",
     "fasterrcnn": "timm_fasterrcnn",  # detectors: detseg.models.timm_detectors
     "retinanet": "timm_retinanet",
+    "ssdlite": "timm_ssdlite",
 }
 
 
 def timm_segmenter_name(name: str) -> str:
     """The timm-encoder model for zoo model ``name`` (``"unet"``, ``"fcn8s_vgg16"``, ``"deeplabv3_*"``,
-    ``"fasterrcnn_*"``, ``"retinanet_*"``)."""
+    ``"fasterrcnn_*"``, ``"retinanet_*"``, ``"ssdlite*"``)."""
     if name in FAMILIES.values():
         return name
     for family, timm_name in FAMILIES.items():
@@ -116,27 +116,17 @@ class TimmSegmenter(Segmenter):
 
     def load_weights(self, pretrained: Any, offline: bool | None = None) -> Any:
         """Load ``pretrained`` (see the module docstring); returns the load report (None: nothing)."""
-        if pretrained is None or pretrained is False or isinstance(pretrained, WeightsDeferred):
-            return None
-        name, tag = split_timm_name(self.backbone_name)
-        text = str(pretrained)
-        if pretrained is True or text.lower() in PRETRAINED_NAMES or text.startswith("timm:") or (
-            "/" not in text and "." not in text and ":" not in text
-        ):
-            if text.startswith("timm:"):
-                other, tag = split_timm_name(text)
-                if other != name:
-                    raise ValueError(f"pretrained={text!r} is another network than the backbone {name!r}")
-            elif pretrained is not True and text.lower() not in PRETRAINED_NAMES:
-                tag = text
-            state, description, cfg = resolve_timm_weights(name, tag, offline=offline_requested(offline))
-            report = load_state_dict_into(self.encoder, state, description)
-            # The classifier's layers have no place in a features_only encoder.
-            mean, std = channel_stats(self.in_channels, cfg["mean"], cfg["std"])
-            self.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
-            self.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
-            return report
-        return load_pretrained(self, pretrained)
+        tag, timm_weights = weights_tag(self.backbone_name, pretrained)
+        if not timm_weights:
+            return load_pretrained(self, pretrained)  # None for no weights
+        name = split_timm_name(self.backbone_name)[0]
+        state, description, cfg = resolve_timm_weights(name, tag, offline=offline_requested(offline))
+        report = load_state_dict_into(self.encoder, state, description)
+        # The classifier's layers have no place in a features_only encoder.
+        mean, std = channel_stats(self.in_channels, cfg["mean"], cfg["std"])
+        self.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
+        self.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
+        return report
 
     def reset_classifier(self, num_classes: int) -> None:
         old = self.head
@@ -180,9 +170,10 @@ class TimmFPN(SemanticFPNHead, TimmSegmenter):
         in_channels: int = 3,
         pyramid_channels: int = 256,
         segmentation_channels: int = 128,
+        smooth: bool = True,
     ) -> None:
         super().__init__(backbone, num_classes, in_channels)
-        self.build_fpn(pyramid_channels, segmentation_channels)
+        self.build_fpn(pyramid_channels, segmentation_channels, smooth)
 
 
 def _index_of_stride(strides: Sequence[int], stride: int) -> int:

@@ -31,6 +31,8 @@ from typing import Any
 
 from torch import Tensor
 
+from detseg.models.weights import PRETRAINED_NAMES, WeightsDeferred
+
 # ---------------------------------------------------------------------------------------------------
 # EfficientNet-PyTorch -> timm, for tf_efficientnet_lite0 (stage depths 1, 2, 2, 3, 3, 4, 1).
 
@@ -210,6 +212,35 @@ def split_timm_name(text: str) -> tuple[str, str | None]:
     """``"timm:resnet18.a1_in1k"`` or ``"resnet18.a1_in1k"`` -> ``("resnet18", "a1_in1k")``."""
     name, _, tag = text.removeprefix("timm:").partition(".")
     return name, tag or None
+
+
+def weights_tag(name: str, pretrained: Any) -> tuple[str | None, bool]:
+    """``(tag, is_timm_weights)``: what ``pretrained`` asks of timm model ``name`` (``"NAME[.TAG]"``, with
+    or without ``timm:``). The one rule of the timm classifiers, segmenters and detectors:
+
+    - None, False, :class:`WeightsDeferred`: ``(name's tag, False)``, nothing to load here;
+    - True or ``"default"``: the name's tag (None: timm's default), timm weights;
+    - ``"timm:NAME.TAG"``: that tag (ValueError when NAME is another network);
+    - an existing path, or text with ``/`` or ``:`` or ending in .pt/.pth/.bin: a file, a URL, a
+      checkpoint or ``zoo:``, ``(name's tag, False)``;
+    - anything else is a tag (ValueError when the name carries another one).
+    """
+    _, name_tag = split_timm_name(name)
+    if pretrained is None or pretrained is False or isinstance(pretrained, WeightsDeferred):
+        return name_tag, False
+    if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() in PRETRAINED_NAMES):
+        return name_tag, True
+    text = str(pretrained)
+    if text.startswith("timm:"):
+        other, other_tag = split_timm_name(text)
+        if other != split_timm_name(name)[0]:
+            raise ValueError(f"pretrained={text!r} is another timm model than {name!r}")
+        return other_tag or name_tag, True
+    if Path(text).exists() or "/" in text or ":" in text or text.endswith((".pt", ".pth", ".bin")):
+        return name_tag, False
+    if name_tag and text != name_tag:
+        raise ValueError(f"{name!r} names weights tag {name_tag!r}, pretrained asks for {text!r}")
+    return text, True
 
 
 def check_tag(name: str, tag: str | None) -> str:

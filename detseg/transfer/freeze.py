@@ -1,6 +1,6 @@
 """Freezing a model's backbone, or its first N stages, for feature extraction and fine-tuning.
 
-    report = freeze(model, "backbone")      # or "stages:2", or "none"
+    report = freeze(model, "backbone")      # or "stages:2", "bn", or "none"
     backbone_parameters(model)              # what --lr-backbone applies to
 
 "Backbone" is the pre-trainable feature extractor: a segmenter's ``encoder``; a detector's
@@ -14,7 +14,10 @@ pre-logit layers) one more stage, so that ``"backbone"`` leaves exactly the line
 
 A frozen module gets ``requires_grad=False`` and stays in eval mode whatever ``model.train()`` says,
 so its BatchNorm layers use and keep their running statistics (and its dropout is off): the features
-a frozen backbone gives are exactly those of the pre-trained network.
+a frozen backbone gives are exactly those of the pre-trained network. ``"bn"`` freezes only the
+backbone's BatchNorm statistics (its BatchNorm layers stay in eval mode; every weight, their scales
+and shifts included, still trains): MMDetection's ``norm_eval``, for fine-tuning on small batches of a
+small data set, whose batch statistics would otherwise replace the pre-trained ones.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-FREEZE_CHOICES = "backbone | stages:N | none"
+FREEZE_CHOICES = "backbone | stages:N | bn | none"
 
 
 @dataclass
@@ -40,6 +43,11 @@ class FreezeReport:
     names: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        if self.spec.strip().lower() == "bn" and self.batch_norms:
+            return (
+                f"kept the backbone's {self.batch_norms} BatchNorm layers in eval mode (running statistics "
+                "fixed; every weight trains)"
+            )
         if not self.stages:
             return "nothing frozen"
         return (
@@ -48,11 +56,14 @@ class FreezeReport:
         )
 
 
-def parse_freeze(spec: str | None) -> int | None:
-    """``"none"`` -> 0, ``"backbone"`` -> None (all stages), ``"stages:N"`` -> N; anything else raises."""
+def parse_freeze(spec: str | None) -> int | str | None:
+    """``"none"`` -> 0, ``"backbone"`` -> None (all stages), ``"stages:N"`` -> N, ``"bn"`` -> ``"bn"``;
+    anything else raises."""
     text = (spec or "none").strip().lower()
     if text == "none":
         return 0
+    if text == "bn":
+        return "bn"
     if text == "backbone":
         return None
     if text.startswith("stages:"):
@@ -97,6 +108,16 @@ def _resnet_stages(net: nn.Module) -> list[list[nn.Module]]:
     return [stem] + [[getattr(net, f"layer{i}")] for i in range(1, 5) if hasattr(net, f"layer{i}")]
 
 
+def _is_timm_efficientnet(net: nn.Module) -> bool:
+    """timm's EfficientNets and MobileNets (whole or ``features_only``): a stem and stages of blocks."""
+    return hasattr(net, "conv_stem") and hasattr(net, "blocks")
+
+
+def _timm_stages(net: nn.Module) -> list[list[nn.Module]]:
+    blocks = [net.conv_stem, getattr(net, "bn1", nn.Identity())]
+    return _chain_stages(blocks + [block for stage in net.blocks for block in stage])
+
+
 def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
     """The backbone's stages, shallow to deep, each a list of modules (see the module docstring)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
@@ -114,10 +135,8 @@ def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
             if isinstance(tail, nn.Module) and any(True for _ in tail.parameters()):
                 stages.append([tail])
             return _with_rest(encoder, stages)
-        if hasattr(encoder, "conv_stem") and hasattr(encoder, "blocks"):  # timm's EfficientNets, MobileNets
-            blocks = [encoder.conv_stem, getattr(encoder, "bn1", nn.Identity())]
-            blocks += [block for stage in encoder.blocks for block in stage]
-            return _with_rest(encoder, _chain_stages(blocks))
+        if _is_timm_efficientnet(encoder):
+            return _with_rest(encoder, _timm_stages(encoder))
         return [[encoder]]
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
@@ -128,8 +147,10 @@ def backbone_stages(model: nn.Module) -> list[list[nn.Module]]:
     if hasattr(backbone, "conv5") and hasattr(backbone, "body"):  # R-FCN: ResNet body + dilated conv5
         body = list(backbone.body)
         return [body[:4], [body[4]], [body[5]], [body[6]], [backbone.conv5]]
-    if hasattr(backbone, "body"):  # torchvision's BackboneWithFPN: the classification network is .body
+    if hasattr(backbone, "body"):  # torchvision's BackboneWithFPN, detseg's timm detectors: the network
         body = backbone.body
+        if _is_timm_efficientnet(body):
+            return _timm_stages(body)
         return _resnet_stages(body) if hasattr(body, "layer1") else _chain_stages(list(body.children()))
     if hasattr(backbone, "features"):
         from torchvision.models.detection.ssd import SSDFeatureExtractorVGG
@@ -187,7 +208,8 @@ def is_kept_in_eval(module: nn.Module) -> bool:
 
 
 def freeze(model: nn.Module, spec: str | None = "backbone") -> FreezeReport:
-    """Freeze the backbone (``"backbone"``), its first N stages (``"stages:N"``) or nothing (``"none"``).
+    """Freeze the backbone (``"backbone"``), its first N stages (``"stages:N"``), its BatchNorm statistics
+    alone (``"bn"``) or nothing (``"none"``).
 
     Frozen modules stop their gradients and stay in eval mode (BatchNorm statistics kept). Returns a
     :class:`FreezeReport`. N larger than the number of stages raises ``ValueError``.
@@ -196,6 +218,8 @@ def freeze(model: nn.Module, spec: str | None = "backbone") -> FreezeReport:
     report = FreezeReport(str(spec or "none"))
     if n == 0:
         return report
+    if n == "bn":
+        return _freeze_batch_norms(model, report)
     stages = backbone_stages(model)
     report.total_stages = len(stages)
     if n is None:
@@ -216,4 +240,23 @@ def freeze(model: nn.Module, spec: str | None = "backbone") -> FreezeReport:
                 isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()
             )
             report.names.append(names.get(id(module), type(module).__name__))
+    return report
+
+
+def _freeze_batch_norms(model: nn.Module, report: FreezeReport) -> FreezeReport:
+    names = {id(m): name for name, m in getattr(model, "module", model).named_modules()}
+    stages = backbone_stages(model)
+    report.total_stages = len(stages)
+    seen: set[int] = set()
+    for stage in stages:
+        for module in stage:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in seen:
+                    seen.add(id(m))
+                    keep_eval(m)
+                    report.batch_norms += 1
+                    report.names.append(names.get(id(m), type(m).__name__))
+    if not report.batch_norms:
+        name = type(getattr(model, "module", model)).__name__
+        raise ValueError(f"--freeze bn: {name}'s backbone has no BatchNorm layer")
     return report

@@ -32,7 +32,9 @@ Classification (``task: classify``, e.g. ImageNet weights on ants vs bees):
 As is, each target class is mapped onto the source model's classes (``class_map`` {target: source
 name}, then the same name, then the same name ignoring case, ``_``/``-`` and a plural ``s``: "ants" ->
 ImageNet's "ant"), and the prediction is the target class whose mapped logit is highest; a target class
-without a match skips as_is, with the reason. No add-a-class study for classifiers.
+without a match skips as_is, with the reason. Fine-tuning then starts from those mapped rows of the
+source head (where the model as is stands) rather than from a new head; feature extraction keeps its
+new head. No add-a-class study for classifiers.
 
 Metric: AP50 (detection, COCO's 101-point AP at IoU 0.5), mIoU (segmentation) or top-1 accuracy
 (classification), on each domain's validation split, of each run's ``last.pt`` (the same training
@@ -100,6 +102,8 @@ def run_study(
     quiet: bool = True,
     train_args: dict[str, Any] | None = None,
     class_map: dict[str, str] | None = None,
+    lr_backbone: float | None = None,
+    freeze_bn: bool = False,
 ) -> dict[str, Any]:
     """Run the study into ``out`` and write its report; returns the report (what report.json holds).
 
@@ -113,7 +117,10 @@ def run_study(
     labels (COCO or mask specs). ``quiet=False`` shows each run's epochs. ``train_args``: more
     :func:`detseg.engine.run.train` keywords for every run (``schedule``, ``warmup``, ``amp``...).
     ``class_map``: classification only, ``{target class: source model's class}`` for as_is where the
-    names differ (the rest match by name, see the module docstring).
+    names differ (the rest match by name, see the module docstring). ``lr_backbone``: fine_tuning's
+    learning rate for the pre-trained backbone (discriminative fine-tuning; the new head keeps ``lr``).
+    ``freeze_bn``: fine_tuning keeps the backbone's pre-trained BatchNorm statistics (``freeze="bn"``:
+    every weight still trains), for small batches of a small target.
     """
     from detseg.data.spec import load_spec
     from detseg.transfer.report import check_claims, write_report
@@ -122,6 +129,13 @@ def run_study(
         source, target, model, out, epochs, source_epochs, modes, add_class, distill,
         source_weights, class_map,
     )  # fmt: skip
+    if lr_backbone is not None and (lr_backbone < 0 or "fine_tuning" not in plan["modes"]):
+        raise ValueError(
+            f"lr_backbone {lr_backbone}: fine_tuning's backbone learning rate, >= 0, "
+            "and fine_tuning must be among the modes"
+        )
+    if freeze_bn and "fine_tuning" not in plan["modes"]:
+        raise ValueError("freeze_bn is a fine_tuning setting, and fine_tuning is not among the modes")
     tgt_spec = load_spec(target)
     task = tgt_spec.task
     src_split = _eval_split(load_spec(source), source_split, "source") if source is not None else None
@@ -192,8 +206,14 @@ def run_study(
             ckpt = runner.train(mode, target, pretrained=str(src_ckpt), freeze="backbone", new_head=True)
             init, frozen = "source weights, new head", "backbone"
         elif mode == "fine_tuning":
-            ckpt = runner.train(mode, target, pretrained=str(src_ckpt), freeze="none")
-            init, frozen = "source weights" + ("" if same else ", new head"), "none"
+            extra = {} if lr_backbone is None else {"lr_backbone": float(lr_backbone)}
+            start, head = src_ckpt, ("" if same else ", new head")
+            if as_is_map is not None:  # a classifier starts from its own decision for the mapped classes
+                start = _mapped_head_checkpoint(src_ckpt, as_is_map, src_classes, tgt_classes, out)
+                head = ", head from the mapped classes' rows"
+            freeze = "bn" if freeze_bn else "none"
+            ckpt = runner.train(mode, target, pretrained=str(start), freeze=freeze, **extra)
+            init, frozen = "source weights" + head, ("BatchNorm statistics" if freeze_bn else "none")
         else:
             ckpt = runner.train(mode, target)
             init, frozen = "random", "none"
@@ -218,6 +238,8 @@ def run_study(
             "pretrained": pretrained,
             "source_weights": str(source_weights) if source_weights else None,
             "device": device,
+            "lr_backbone": lr_backbone,
+            "freeze_bn": bool(freeze_bn),
         },
         "source_model": {"checkpoint": str(src_ckpt), **{k: before.get(k) for k in ("source", "target")}},
         "rows": rows,
@@ -388,6 +410,25 @@ def _weights_checkpoint(model: str, weights: str, path: Path) -> Path:
 
     net, meta = load_pretrained_model(model, weights)
     return save_checkpoint({"model": net.state_dict(), "meta": meta}, path)
+
+
+def _mapped_head_checkpoint(
+    src_ckpt: Path, mapping: dict[str, str], src_classes: list[str], tgt_classes: list[str], out: Path
+) -> Path:
+    """``out/source_mapped/best.pt``: the source classifier with its head cut to the rows of the source
+    classes the target classes map to, in the target's order (ImageNet's "ant" and "bee" rows for ants
+    and bees), so that fine-tuning starts where the model used as is stands instead of from a new head."""
+    import torch
+
+    from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(src_ckpt)
+    rows = torch.tensor([src_classes.index(mapping[name]) for name in tgt_classes])
+    state = dict(ckpt["model"])
+    for key in ("head.weight", "head.bias"):
+        state[key] = state[key][rows].clone()
+    meta = {**ckpt.get("meta", {}), "classes": list(tgt_classes)}
+    return save_checkpoint({"model": state, "meta": meta}, out / "source_mapped" / "best.pt")
 
 
 def _checkpoint_classes(ckpt: str | Path) -> list[str]:

@@ -75,6 +75,28 @@ def test_fpn_takes_any_encoder_listing_channels_and_strides():
         fpn.FPNSegmenter(nn.Identity(), num_classes=2)
 
 
+def test_unsmoothed_pyramid_is_the_top_down_sums():
+    """``smooth=False``: P5 = lateral(C5), P4 = lateral(C4) + nearest-upsampled P5, ... (no 3x3 convs)."""
+    torch.manual_seed(0)
+    model = fpn.fpn_mobilenet_v3_large(num_classes=2, smooth=False).eval()
+    full = fpn.fpn_mobilenet_v3_large(num_classes=2).eval()
+    assert all(isinstance(b, nn.Identity) for b in model.decoder.fpn.layer_blocks)
+    dropped = sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in model.parameters())
+    assert dropped == 4 * (256 * 256 * 9 + 256)
+    captured = {}
+    model.decoder.fpn.register_forward_hook(
+        lambda m, i, out: captured.update(feats=list(i[0].values()), out=list(out.values()))
+    )
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 96)).shape == (1, 2, 64, 96)
+        laterals = [blk(c) for blk, c in zip(model.decoder.fpn.inner_blocks, captured["feats"], strict=True)]
+    expected = [laterals[-1]]
+    for lateral in reversed(laterals[:-1]):
+        expected.insert(0, lateral + nn.functional.interpolate(expected[0], size=lateral.shape[-2:]))
+    for mine, ref in zip(captured["out"], expected, strict=True):
+        assert torch.allclose(mine, ref, atol=1e-5)
+
+
 def test_l2norm_known_answer_and_learned_scale():
     norm = parsenet.L2Norm(2, scale=10.0)
     x = torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)

@@ -124,7 +124,7 @@ def test_none_and_zero_stages_change_nothing():
 
 @pytest.mark.parametrize("spec", ["backbon", "stages", "stages:", "stages:two", "stages:-1", "head"])
 def test_bad_spec_is_a_clear_error(spec):
-    with pytest.raises(ValueError, match=r"backbone \| stages:N \| none"):
+    with pytest.raises(ValueError, match=r"backbone \| stages:N \| bn \| none"):
         freeze(build("unet"), spec)
 
 
@@ -155,6 +155,34 @@ def test_train_step_leaves_a_frozen_encoder_and_its_batchnorm_statistics_alone()
     assert not torch.equal(after["head.weight"], rest0["head.weight"])  # the head learns
     decoder_bn = [k for k in after if k.startswith("decoder.") and k.endswith("running_mean")]
     assert decoder_bn and any(not torch.equal(after[k], rest0[k]) for k in decoder_bn)
+
+
+def test_freeze_bn_keeps_the_backbone_statistics_and_trains_every_weight():
+    """``bn``: the encoder's BatchNorm layers run in eval mode (running statistics unchanged by training
+    steps, their scales and shifts learning) while every other weight trains; the decoder's BatchNorm
+    still updates its statistics."""
+    model = build("unet_resnet18")
+    report = freeze(model, "bn")
+    assert report.batch_norms == 20 and report.stages == 0 and not frozen_names(model)
+    assert report.summary().startswith("kept the backbone's 20 BatchNorm layers in eval mode")
+    before = _snapshot(model)
+    opt = build_optimizer(model, TrainConfig(lr=0.1, momentum=0.9))
+    model.train()
+    assert all(not m.training for m in model.encoder.modules() if isinstance(m, nn.BatchNorm2d))
+    x, y = torch.rand(2, 3, 64, 64), torch.randint(0, 3, (2, 64, 64))
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    after = model.state_dict()
+    stats = [k for k in after if k.startswith("encoder.") and k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 40 and all(torch.equal(after[k], before[k]) for k in stats)
+    assert not torch.equal(after["encoder.bn1.weight"], before["encoder.bn1.weight"])  # BN's scale learns
+    assert not torch.equal(after["encoder.conv1.weight"], before["encoder.conv1.weight"])
+    decoder_bn = [k for k in after if k.startswith("decoder.") and k.endswith("running_mean")]
+    assert decoder_bn and any(not torch.equal(after[k], before[k]) for k in decoder_bn)
+    with pytest.raises(ValueError, match="--freeze bn: .* has no BatchNorm layer"):
+        freeze(build("fcn32s_vgg16"), "bn")
 
 
 def test_frozen_detector_backbone_through_a_training_step():

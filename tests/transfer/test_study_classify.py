@@ -84,10 +84,10 @@ def test_classify_study_scores_accuracy_of_every_mode(study, colours):
     assert cv2.imread(str(out / "report.png")) is not None
 
 
-def test_classify_runs_start_from_what_they_say(study):
+def test_classify_runs_start_from_what_they_say(study, colours):
     """Feature extraction keeps the source encoder exactly (BatchNorm statistics too) with a new head;
     fine-tuning moves the encoder; from scratch does not start from the source weights."""
-    out, _ = study
+    out, report = study
     src, fe, ft, scratch = (
         load_checkpoint(out / f"runs/{m}/last.pt")["model"]
         for m in ("source", "feature_extraction", "fine_tuning", "scratch")
@@ -100,6 +100,18 @@ def test_classify_runs_start_from_what_they_say(study):
     assert not torch.allclose(scratch[encoder[0]], src[encoder[0]])
     meta = load_checkpoint(out / "runs/feature_extraction/last.pt")["meta"]["transfer"]
     assert meta["new_head"] and "froze" in meta["freeze"]
+    # Fine-tuning starts from the source head's rows of the mapped classes (greens -> green, reds -> red),
+    # kept whole: the model as it is scores the target before any step.
+    start = load_checkpoint(out / "source_mapped/best.pt")
+    assert start["meta"]["classes"] == ["greens", "reds"]
+    assert torch.equal(start["model"]["head.weight"], src["head.weight"][[1, 0]])
+    assert torch.equal(start["model"]["head.bias"], src["head.bias"][[1, 0]])
+    assert all(torch.equal(start["model"][k], src[k]) for k in encoder)
+    transfer = load_checkpoint(out / "runs/fine_tuning/last.pt")["meta"]["transfer"]
+    assert transfer["source"].endswith("source_mapped/best.pt") and transfer["replaced"] == []
+    assert evaluate_classifier(out / "source_mapped/best.pt", colours["tgt"])["metric"] == pytest.approx(
+        report["rows"][0]["target"]
+    )
 
 
 def test_source_weights_without_source_data(study, colours, tmp_path):
@@ -120,6 +132,29 @@ def test_source_weights_without_source_data(study, colours, tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "no source data, so nothing is scored on the source domain" in text
     assert "the target's `val` split" in text and "source's `" not in text
+
+
+def test_fine_tuning_backbone_learning_rate_and_batchnorm_statistics(study, colours, tmp_path):
+    """``lr_backbone`` (``--lr-backbone``) is fine-tuning's rate for the pre-trained layers alone: at 0
+    the encoder's weights stay the source's while the head learns at ``lr``; with ``freeze_bn``
+    (``--freeze-bn``) its BatchNorm statistics stay the source's too, and without it they move."""
+    out, _ = study
+    src = load_checkpoint(out / "runs/source/last.pt")["model"]
+    encoder = [k for k in src if k.startswith("encoder.") and src[k].is_floating_point()]
+    stats = [k for k in encoder if k.endswith(("running_mean", "running_var"))]
+    for freeze_bn in (True, False):
+        got = run_study(
+            None, colours["tgt"], MODEL, tmp_path / str(freeze_bn), modes=["fine_tuning"],
+            source_weights=out / "runs/source/last.pt", lr_backbone=0.0, freeze_bn=freeze_bn, **RUN,
+        )  # fmt: skip
+        ft = load_checkpoint(tmp_path / str(freeze_bn) / "runs/fine_tuning/last.pt")["model"]
+        assert all(torch.equal(ft[k], src[k]) for k in encoder if k not in stats)
+        assert stats and all(torch.equal(ft[k], src[k]) for k in stats) == freeze_bn
+        assert not torch.equal(ft["head.weight"], src["head.weight"][[1, 0]])
+        assert got["settings"]["lr_backbone"] == 0.0 and got["settings"]["freeze_bn"] == freeze_bn
+        saved = json.loads((tmp_path / str(freeze_bn) / "runs/fine_tuning/settings.json").read_text())
+        assert saved["lr_backbone"] == 0.0 and saved["freeze"] == ("bn" if freeze_bn else "none")
+        assert got["rows"][0]["frozen"] == ("BatchNorm statistics" if freeze_bn else "none")
 
 
 def test_as_is_skipped_when_a_target_class_has_no_match(study, colours, tmp_path):
@@ -195,6 +230,12 @@ def test_bad_classify_arguments_are_refused_in_one_line(colours, tmp_path, capsy
     save_checkpoint({"model": {}, "meta": {"task": "segment", "model": "unet"}}, tmp_path / "seg.pt")
     with pytest.raises(ValueError, match=r"seg.pt is a segment model but the target is a classify data set"):
         run_study(None, tgt, MODEL, tmp_path / "o", source_weights=tmp_path / "seg.pt")
+    with pytest.raises(ValueError, match=r"^lr_backbone -1.0: fine_tuning's backbone learning rate, >= 0"):
+        run_study(colours["src"], tgt, MODEL, tmp_path / "o", lr_backbone=-1.0)
+    with pytest.raises(ValueError, match=r"fine_tuning must be among the modes"):
+        run_study(colours["src"], tgt, MODEL, tmp_path / "o", lr_backbone=0.001, modes=["scratch"])
+    with pytest.raises(ValueError, match=r"^freeze_bn is a fine_tuning setting"):
+        run_study(colours["src"], tgt, MODEL, tmp_path / "o", freeze_bn=True, modes=["feature_extraction"])
     assert not (tmp_path / "o/runs").exists()
     capsys.readouterr()
     args = ["transfer-study", "--target", tgt, "--model", MODEL, "--out", str(tmp_path / "cli")]

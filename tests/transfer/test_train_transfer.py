@@ -122,7 +122,7 @@ def test_bad_transfer_arguments_are_one_line_errors(data, capsys):
     run = root / "run_bad"
     cases = [
         (["--distill", "1"], "--distill needs --extend-from"),
-        (["--freeze", "stages:x"], "--freeze 'stages:x': choose backbone | stages:N | none"),
+        (["--freeze", "stages:x"], "--freeze 'stages:x': choose backbone | stages:N | bn | none"),
         (["--freeze", "stages:9"], "has only 3 backbone stages"),
         (["--lr-backbone", "-1"], "--lr-backbone must be >= 0"),
         (["--extend-from", "a.pt", "--pretrained", "b.pt"], "give one"),

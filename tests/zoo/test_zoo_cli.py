@@ -77,6 +77,7 @@ def test_zoo_bench_measures_params_and_flops_as_torch_and_torchvision_do(zoo_tmp
     how = ms["how"]
     assert how["command"].startswith(f"detseg zoo bench {SMALL} --threads 1 --repeats 1")
     assert how["note"] == "test" and how["machine"]["device"] == "cpu" and how["date"]
+    assert how["machine"]["torch_threads"] == 1  # the passes' threads, not torch's default
 
 
 def test_zoo_bench_without_write_leaves_the_figures_file_alone(zoo_tmp, capsys):
