@@ -41,8 +41,8 @@ PRESETS: dict[str, dict] = {
         data="synth", split="val", metric="AP50", target=0.90, minutes=15,
         args="--model ssdlite320_mobilenet_v3_large --img-size 256 --model-arg size=256 "
         "--model-arg min_scale=0.1 --model-arg max_scale=0.6 --batch-size 16 --optimizer adamw --lr 3e-3 "
-        "--weight-decay 1e-4 --schedule cosine --warmup 100 --zoom-out 1 --no-iou-crop --ema 0.99 "
-        "--channels-last --eval-interval 3",
+        "--weight-decay 1e-4 --schedule cosine --warmup 100 --zoom-out 1 --no-iou-crop --vflip 0.5 "
+        "--ema 0.99 --channels-last --eval-interval 3",
     ),
     "rfcn-shapes": dict(
         data="synth", split="val", metric="AP50", target=0.80, minutes=30,

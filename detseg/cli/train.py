@@ -93,7 +93,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX"),
         help="segmentation: random rescaling before the crop (base: 0.5 2.0)",
     )
-    p.add_argument("--vflip", type=float, metavar="P", help="segmentation: vertical flip probability")
+    p.add_argument(
+        "--vflip", type=float, metavar="P", help="vertical flip probability (segmentation and detection)"
+    )
     p.add_argument(
         "--rotate",
         type=float,

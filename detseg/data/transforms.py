@@ -181,12 +181,14 @@ def detection_train_preset(
     photometric: bool = True,
     fill: float = ZOOM_FILL,
     iou_crop: bool = True,
+    vflip_prob: float = 0.0,
 ) -> DetectionPipeline:
     """SSD's training augmentation (Liu et al. 2016): photometric distortion, zoom out (p=0.5),
     IoU-constrained random crop, horizontal flip, resize to ``size`` x ``size``, float in [0, 1].
 
     ``iou_crop=False`` leaves the crop out: for short runs from scratch on data whose objects already
-    come at the sizes the model will see, the crop's zoomed-in views slow learning more than they help."""
+    come at the sizes the model will see, the crop's zoomed-in views slow learning more than they help.
+    ``vflip_prob``: vertical flips as well, for images with no up or down (aerial views, microscopy)."""
     steps: list[Callable] = [PhotometricDistort(p=0.5)] if photometric else []
     if zoom_out_range[1] > zoom_out_range[0]:  # (1, 1): no zoom out
         zoom = v2.RandomZoomOut(fill={tv_tensors.Image: fill, "others": 0}, side_range=zoom_out_range, p=0.5)
@@ -194,6 +196,7 @@ def detection_train_preset(
     steps += [
         *([v2.RandomIoUCrop()] if iou_crop else []),
         v2.RandomHorizontalFlip(p=hflip_prob),
+        *([v2.RandomVerticalFlip(p=vflip_prob)] if vflip_prob > 0 else []),
         Resize(size),
     ]
     return DetectionPipeline(steps, final=[v2.ToDtype(torch.float32, scale=True)])

@@ -71,9 +71,9 @@ TUNABLE = (
     "model_args",
 )  # fmt: skip
 _OPTIMIZER_BOUND = ("lr", "weight_decay", "momentum")
-_SEGMENT_ONLY = ("loss", "class_weights", "scale_range", "vflip", "rotate", "elastic", "color_jitter")
+_SEGMENT_ONLY = ("loss", "class_weights", "scale_range", "rotate", "elastic", "color_jitter")
 _UNUSED = {"segment": ("zoom_out", "iou_crop", "boxes_only"),
-           "classify": ("zoom_out", "iou_crop", "boxes_only", *_SEGMENT_ONLY),
+           "classify": ("zoom_out", "iou_crop", "boxes_only", "vflip", *_SEGMENT_ONLY),
            "detect": (*_SEGMENT_ONLY, "boxes_only")}  # fmt: skip
 
 

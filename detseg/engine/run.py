@@ -232,7 +232,9 @@ def _datasets(rc: RunConfig, spec: Any, size: Any, instance: bool) -> tuple[Any,
         from detseg.data.transforms import detection_eval_preset, detection_train_preset
 
         train_tf, val_tf, collate = (
-            detection_train_preset(size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop),
+            detection_train_preset(
+                size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop, vflip_prob=rc.vflip
+            ),
             detection_eval_preset(size),
             collate_detection,
         )

@@ -258,6 +258,21 @@ def test_detection_preset_without_iou_crop_keeps_every_box_in_place():
         assert torch.equal(out["labels"], target["labels"])
 
 
+def test_detection_vflip_moves_boxes_with_the_image():
+    image, target = sample(4)
+    h, w = image.shape[-2:]
+    preset = detection_train_preset(
+        (h, w), zoom_out_range=(1, 1), photometric=False, hflip_prob=0.0, iou_crop=False, vflip_prob=1.0
+    )
+    out_image, out = preset(image, target)
+    torch.testing.assert_close(out_image, image.flip(-2).float() / 255)
+    x1, y1, x2, y2 = target["boxes"].unbind(-1)
+    flipped = torch.stack([x1, h - y2, x2, h - y1], -1)
+    torch.testing.assert_close(out["boxes"].as_subclass(torch.Tensor), flipped)
+    default = detection_train_preset(64).transforms.transforms
+    assert not any(isinstance(t, v2.RandomVerticalFlip) for t in default)
+
+
 def test_segmentation_color_jitter_changes_exposure_only():
     image, target = sample(2, channels=1)
     h, w = image.shape[-2:]

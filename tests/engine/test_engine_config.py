@@ -52,6 +52,14 @@ def test_each_setting_comes_from_the_first_layer_that_gives_it():
     assert (rc.optimizer, rc.lr, rc.batch_size, rc.vflip) == ("adamw", 3e-3, 8, 0.1)
 
 
+def test_a_run_describes_only_the_settings_its_task_uses():
+    rc = resolve_config(RunConfig(model="toy", data="d", vflip=0.5, rotate=90.0, zoom_out=1.0), FakeInfo())
+    detect, segment, classify = (rc.describe(task) for task in ("detect", "segment", "classify"))
+    assert "vflip 0.5" in detect and "zoom_out 1.0" in detect and "rotate" not in detect  # boxes flip too
+    assert "vflip 0.5" in segment and "rotate 90.0" in segment and "zoom_out" not in segment
+    assert "vflip" not in classify and "rotate" not in classify
+
+
 def test_another_optimizer_drops_the_familys_rates_and_a_length_drops_its_epochs():
     rc = resolve_config(
         RunConfig(model="toy", data="d", optimizer="sgd", time=2.0), FakeInfo(default_cfg=FAMILY)
