@@ -52,7 +52,6 @@ def train(
 
     from detseg.data.spec import load_spec
     from detseg.engine import distributed
-    from detseg.engine.tasks import DetectionTask, InstanceTask, SegmentationTask
     from detseg.engine.trainer import Trainer
     from detseg.models.zoo import create_model, model_info
 
@@ -63,55 +62,29 @@ def train(
     info = model_info(config.model)
     spec = load_spec(config.data)
     rc = resolve_config(config, info, spec)
-    if rc.epochs is None and rc.iters is None and rc.time is None:
-        raise ValueError(f"give --epochs, --iters or --time ({rc.model} has no default length)")
-    for name in ("epochs", "iters", "time"):
-        value = getattr(rc, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be positive, got {value}")
+    _check_run(rc, spec)
     model, data, out = rc.model, rc.data, Path(rc.out)
     if rc.device == "auto":
         rc.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if rc.zoom_out < 1:
-        raise ValueError(f"zoom_out must be >= 1 (1: no zoom out), got {rc.zoom_out}")
     val_split = rc.val_split
-    _check_test_split(rc, spec)
-    resume = rc.resume
-    if resume == "auto":
-        resume = out / "last.pt"
-        if not resume.is_file():
-            raise FileNotFoundError(f"--resume: no {resume} to continue (train without --resume first)")
+    resume = _resume_path(rc.resume, out)
     config_fields = {k: getattr(rc, k) for k in ("freeze", "lr_backbone")}
     settings = _transfer_settings(
         resume, config_fields, rc.extend_from, rc.distill, rc.temperature, rc.new_head, rc.pseudo_labels
     )
     rc.freeze, rc.lr_backbone = config_fields["freeze"], config_fields["lr_backbone"]
     extend_from, distill, temperature, new_head, pseudo_labels = (
-        settings["extend_from"],
-        settings["distill"],
-        settings["temperature"],
-        settings["new_head"],
-        settings["pseudo_labels"],
+        settings[k] for k in ("extend_from", "distill", "temperature", "new_head", "pseudo_labels")
     )
-    img_size = rc.img_size
     family = task_family(spec.task)  # an instance data set trains detectors (boxes), Mask R-CNN's masks too
     instance = spec.task == "instance" and predicts_masks(info) and not rc.boxes_only
     source = _source_checkpoint(extend_from, rc.pretrained, model, family)
-    if source is not None and not config.img_size and source["meta"].get("img_size"):
-        saved_size = source["meta"]["img_size"]  # the source model's input size, unless given
-        if isinstance(saved_size, list) and len(set(saved_size)) == 1:
-            saved_size = saved_size[0]
-        if isinstance(saved_size, int):
-            img_size, rc.img_size, rc.sources["img_size"] = saved_size, saved_size, "source checkpoint"
     if info.task != family:
         raise ValueError(
             f"model {model!r} is a {info.task} model but {data} is a {spec.task} data set; "
             f"choose a {spec.task} model (detseg models list)"
         )
-    if spec.task in ("segment", "classify"):
-        size: Any = int(img_size or info.input_size[-1])
-    else:  # the model's (H, W) unless given
-        size = int(img_size) if img_size else tuple(int(v) for v in info.input_size[1:])
+    img_size, size = _input_size(rc, config, info, spec, source)
     dist_info = distributed.init_distributed(rc.device)
     try:
         if dist_info.is_main and not rc.quiet:
@@ -129,25 +102,8 @@ def train(
             )
         classes = list(train_set.classes)
         if source is not None and source.get("from_weights") and family == "detect":
-            from detseg.engine.class_map import Relabelled, extended_classes
-
-            # The data's classes after the weights' (COCO's 90 ids, then the new ones); labels renumbered.
-            classes, data_to_model = extended_classes(list(source["meta"]["classes"]), classes)
-            train_set = Relabelled(train_set, data_to_model, classes)
-            val_set = Relabelled(val_set, data_to_model, classes) if val_set is not None else None
-            old_ids = list(source["meta"].get("category_ids") or [])
-            train_set.label_to_category_id = old_ids + list(range(max(old_ids) + 1, max(old_ids) + 1
-                                                                   + len(classes) - len(old_ids)))
-        if spec.task == "classify":
-            task, kwargs = class_task, {"num_classes": len(classes)}
-        elif spec.task == "segment":
-            task = SegmentationTask(len(classes), spec.ignore_index, rc.loss, rc.class_weights, classes)
-            kwargs = {"num_classes": task.out_channels, "in_channels": spec.channels}
-        else:
-            task = (InstanceTask if instance else DetectionTask)(len(classes), classes)
-            kwargs = {"num_classes": len(classes)}
-            if img_size and _takes_size(info.builder):
-                kwargs["size"] = int(img_size)  # the model's own input size follows --img-size
+            train_set, val_set, classes = _relabel_after_weights(source, train_set, val_set, classes)
+        task, kwargs = _task_and_kwargs(rc, spec, info, classes, class_task, instance, img_size)
         kwargs, builder_pretrained = _builder_kwargs(rc, kwargs, source)
         torch.manual_seed(int(rc.seed))  # the same initial weights in every process
         net = create_model(model, **kwargs)
@@ -163,15 +119,8 @@ def train(
         )
         if transfer.get("summary") and dist_info.is_main and not rc.quiet:
             print(f"detseg train: {transfer['summary']}", file=sys.stderr)
-        old_model = _build_source_model(model, source) if distill or pseudo_labels else None
-        if distill:
-            from detseg.transfer.lwf import LwFTask
-
-            task = LwFTask(task, net, old_model, distill, temperature)
-        if pseudo_labels:
-            from detseg.transfer.pseudo import PseudoLabelTask
-
-            task = PseudoLabelTask(task, old_model, pseudo_labels)
+        if distill or pseudo_labels:
+            task = _old_model_tasks(task, net, _build_source_model(model, source), settings)
         meta = _checkpoint_meta(rc, info, spec, net, kwargs, classes, size, instance)
         meta["builder_pretrained"] = str(builder_pretrained) if builder_pretrained else None
         meta["transfer"] = transfer
@@ -181,16 +130,8 @@ def train(
         cfg = trainer_config(rc)
         cfg.extra = _run_extra(rc, size)
         trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
-        if spec.task == "segment" and trainer.val_loader is not None:
-            # Validation images may differ in size: one at a time.
-            trainer.val_loader = torch.utils.data.DataLoader(
-                val_set,
-                batch_size=1,
-                sampler=trainer.val_loader.sampler,
-                num_workers=cfg.workers,
-                collate_fn=collate,
-                generator=torch.Generator().manual_seed(0),
-            )
+        if spec.task == "segment" and trainer.val_loader is not None:  # sizes may differ: one at a time
+            trainer.val_loader = _one_at_a_time(trainer.val_loader, val_set, cfg.workers, collate)
         if trainer.freeze_report is not None:
             transfer["freeze"] = trainer.freeze_report.summary()
             if dist_info.is_main and not rc.quiet:
@@ -299,6 +240,104 @@ def _run_extra(rc: RunConfig, size: Any) -> dict[str, Any]:
         "test_split": rc.test_split,
         "sources": dict(rc.sources),
     }
+
+
+def _check_run(rc: RunConfig, spec: Any) -> None:
+    """A length given and positive, zoom-out >= 1, a test split that is neither trained nor chosen on."""
+    if rc.epochs is None and rc.iters is None and rc.time is None:
+        raise ValueError(f"give --epochs, --iters or --time ({rc.model} has no default length)")
+    for name in ("epochs", "iters", "time"):
+        value = getattr(rc, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+    if rc.zoom_out < 1:
+        raise ValueError(f"zoom_out must be >= 1 (1: no zoom out), got {rc.zoom_out}")
+    _check_test_split(rc, spec)
+
+
+def _resume_path(resume: Any, out: Path) -> Any:
+    """``"auto"``: ``out/last.pt``, which must exist; anything else as given."""
+    if resume != "auto":
+        return resume
+    path = out / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no {path} to continue (train without --resume first)")
+    return path
+
+
+def _input_size(
+    rc: RunConfig, given: RunConfig, info: Any, spec: Any, source: dict | None
+) -> tuple[Any, Any]:
+    """``(img_size, size)``: the size asked for (or the source checkpoint's, when none was given) and the
+    size the data are brought to: a side for segmentation and classification, ``(H, W)`` for detection."""
+    img_size = rc.img_size
+    if source is not None and not given.img_size and source["meta"].get("img_size"):
+        saved_size = source["meta"]["img_size"]  # the source model's input size, unless given
+        if isinstance(saved_size, list) and len(set(saved_size)) == 1:
+            saved_size = saved_size[0]
+        if isinstance(saved_size, int):
+            img_size, rc.img_size, rc.sources["img_size"] = saved_size, saved_size, "source checkpoint"
+    if spec.task in ("segment", "classify"):
+        return img_size, int(img_size or info.input_size[-1])
+    # the model's (H, W) unless given
+    return img_size, (int(img_size) if img_size else tuple(int(v) for v in info.input_size[1:]))
+
+
+def _relabel_after_weights(
+    source: dict, train_set: Any, val_set: Any, classes: list
+) -> tuple[Any, Any, list]:
+    """Detection from pre-trained weights: the data's classes after the weights' (COCO's 90 ids, then the
+    new ones), the labels renumbered to match."""
+    from detseg.engine.class_map import Relabelled, extended_classes
+
+    classes, data_to_model = extended_classes(list(source["meta"]["classes"]), classes)
+    train_set = Relabelled(train_set, data_to_model, classes)
+    val_set = Relabelled(val_set, data_to_model, classes) if val_set is not None else None
+    old_ids = list(source["meta"].get("category_ids") or [])
+    first_new = max(old_ids) + 1
+    train_set.label_to_category_id = old_ids + list(range(first_new, first_new + len(classes) - len(old_ids)))
+    return train_set, val_set, classes
+
+
+def _task_and_kwargs(
+    rc: RunConfig, spec: Any, info: Any, classes: list, class_task: Any, instance: bool, img_size: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The training task (losses and metrics) and the builder's task-given arguments."""
+    from detseg.engine.tasks import DetectionTask, InstanceTask, SegmentationTask
+
+    if spec.task == "classify":
+        return class_task, {"num_classes": len(classes)}
+    if spec.task == "segment":
+        task = SegmentationTask(len(classes), spec.ignore_index, rc.loss, rc.class_weights, classes)
+        return task, {"num_classes": task.out_channels, "in_channels": spec.channels}
+    task = (InstanceTask if instance else DetectionTask)(len(classes), classes)
+    kwargs: dict[str, Any] = {"num_classes": len(classes)}
+    if img_size and _takes_size(info.builder):
+        kwargs["size"] = int(img_size)  # the model's own input size follows --img-size
+    return task, kwargs
+
+
+def _old_model_tasks(task: Any, net: Any, old_model: Any, settings: dict[str, Any]) -> Any:
+    """``task`` wrapped for Learning without Forgetting (``distill``) and the old model's pseudo-labels."""
+    if settings["distill"]:
+        from detseg.transfer.lwf import LwFTask
+
+        task = LwFTask(task, net, old_model, settings["distill"], settings["temperature"])
+    if settings["pseudo_labels"]:
+        from detseg.transfer.pseudo import PseudoLabelTask
+
+        task = PseudoLabelTask(task, old_model, settings["pseudo_labels"])
+    return task
+
+
+def _one_at_a_time(loader: Any, dataset: Any, workers: int, collate: Any) -> Any:
+    """``loader``'s sampler with batch size 1 (segmentation validation images may differ in size)."""
+    import torch
+
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=1, sampler=loader.sampler, num_workers=workers, collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
 
 
 def trainer_config(rc: RunConfig) -> TrainConfig:
