@@ -36,7 +36,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# name -> (data, split scored, metric, target, minutes, train arguments after --data)
 #: The U-Net membrane recipe's training options (docs/segmentation.md), shared by every membrane preset.
 MEMBRANE_RECIPE = (
     "--img-size 256 --batch-size 4 --optimizer adamw --lr 2e-3 --schedule cosine --warmup 10 "
@@ -44,6 +43,7 @@ MEMBRANE_RECIPE = (
     "--channels-last"
 )
 
+# name -> (data, split scored, metric, target, minutes, train arguments after --data)
 PRESETS: dict[str, dict] = {
     "ssdlite-shapes": dict(
         data="synth", split="val", metric="AP50", target=0.90, minutes=15,

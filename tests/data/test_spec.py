@@ -120,9 +120,10 @@ def test_values_by_name_ignore_and_names_file(tmp_path):
 def test_membrane_examples_keep_their_splits_apart(shared_data):
     """The membrane specs' documented protocol: held-out trains 6-17, chooses on 18-23, scores 0-5; the
     final fit trains on 6-23 with no val and scores the same 0-5; no slice is in two splits of a file."""
-    repo = Path(__file__).resolve().parents[2] / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     slices = lambda a, b: [str(i) for i in range(a, b + 1)]  # noqa: E731
-    heldout, retrain = load_spec(repo / "membrane-heldout.yaml"), load_spec(repo / "membrane-retrain.yaml")
+    heldout = load_spec(examples / "membrane-heldout.yaml")
+    retrain = load_spec(examples / "membrane-retrain.yaml")
     assert heldout.split("train").stems == slices(6, 17) and heldout.split("val").stems == slices(18, 23)
     assert retrain.split("train").stems == slices(6, 23) and "val" not in retrain.splits
     for spec in (heldout, retrain):
@@ -130,4 +131,4 @@ def test_membrane_examples_keep_their_splits_apart(shared_data):
         assert spec.split("train").images == shared_data / "membrane" / "train" / "image"
         stems = [s for name in spec.splits for s in spec.split(name).stems]
         assert len(stems) == len(set(stems))
-        assert spec.train_defaults == load_spec(repo / "membrane-heldout.yaml").train_defaults
+        assert spec.train_defaults == heldout.train_defaults
