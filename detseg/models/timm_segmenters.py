@@ -12,7 +12,9 @@ names are timm's (``encoder.conv_stem.weight`` ...), so timm's weights load into
 file / detseg checkpoint. The weights' input normalisation becomes the segmenter's ``mean``/``std``,
 kept in the state dict (so train, eval, predict and export apply the same one).
 
-Decoders (every output has the input's H, W):
+Decoders (every output has the input's H, W; the multi-level ones, U-Net, FCN and FPN, pad the input
+with the mean colour to a multiple of the encoder's coarsest stride and crop the logits back, so that
+each level is exactly twice the next coarser one at any size, as on training crops):
 - ``timm_unet``: U-Net decoder (upsample x2, concatenate the skip, two conv-BN-ReLU) per stage;
 - ``timm_fcn``: FCN-8s: class scores of the stride-8/16/32 maps, upsampled and added (skips start at 0);
 - ``timm_deeplabv3``: ASPP on the deepest map at output stride 16 (timm's dilation);
@@ -48,7 +50,7 @@ from detseg.models.weights import (
     offline_requested,
 )
 from detseg.models.zoo import register_model
-from detseg.nn import ConvBNReLU, Segmenter, channel_stats, resize_to
+from detseg.nn import ConvBNReLU, Segmenter, channel_stats, pad_to_multiple, resize_to
 
 DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"
 
@@ -157,7 +159,9 @@ class TimmUNet(TimmSegmenter):
         self.head = nn.Conv2d(channels[-1], num_classes, 3, padding=1)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.decoder(self.encoder(x), (x.shape[-2], x.shape[-1])))
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, max(self.encoder.strides))
+        return self.head(self.decoder(self.encoder(x), (x.shape[-2], x.shape[-1])))[..., :h, :w]
 
 
 class TimmFPN(SemanticFPNHead, TimmSegmenter):
@@ -222,9 +226,11 @@ class TimmFCN(TimmSegmenter):
         self.num_classes = num_classes
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, max(self.encoder.strides))
         feats = self.encoder(x)
         scores = [score(feats[i]) for score, i in zip(self.head, self.taps, strict=True)]
-        return self.decoder(scores, (x.shape[-2], x.shape[-1]))
+        return self.decoder(scores, (x.shape[-2], x.shape[-1]))[..., :h, :w]
 
 
 class TimmDeepLabV3(TimmSegmenter):

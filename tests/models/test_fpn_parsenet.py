@@ -35,9 +35,10 @@ def test_pyramid_equals_torchvision_resnet_fpn_with_its_weights(tmp_path):
     ours.decoder.fpn.register_forward_hook(lambda m, i, out: captured.update(out=list(out.values())))
     x = torch.rand(1, 3, 70, 90)
     with torch.no_grad():
-        ours(x)
-        expected = list(theirs(_normalised(x)).values())[:4]  # P2..P5 (its fifth is the max-pooled P6)
-    assert [tuple(p.shape[-2:]) for p in captured["out"]] == [(18, 23), (9, 12), (5, 6), (3, 3)]
+        ours(x)  # runs padded to 96x96 with the mean colour: zeros once normalised
+        padded = nn.functional.pad(_normalised(x), (0, 6, 0, 26))
+        expected = list(theirs(padded).values())[:4]  # P2..P5 (its fifth is the max-pooled P6)
+    assert [tuple(p.shape[-2:]) for p in captured["out"]] == [(24, 24), (12, 12), (6, 6), (3, 3)]
     for mine, ref in zip(captured["out"], expected, strict=True):
         assert torch.allclose(mine, ref, atol=1e-4)
 
@@ -95,6 +96,20 @@ def test_unsmoothed_pyramid_is_the_top_down_sums():
         expected.insert(0, lateral + nn.functional.interpolate(expected[0], size=lateral.shape[-2:]))
     for mine, ref in zip(captured["out"], expected, strict=True):
         assert torch.allclose(mine, ref, atol=1e-5)
+
+
+def test_any_size_is_padded_to_the_pyramids_stride_so_levels_stay_exact_doubles():
+    """A 90x120 input (not a multiple of 32) runs padded to 96x128: every pyramid level is exactly twice
+    the next coarser one, as on training crops, and the logits are cropped back to 90x120 (that they are
+    the padded image's: tests/models/test_timm_segmenters.py). Unpadded, a 480x360 CamVid frame's levels
+    (90, 45, 23, 12 rows) do not line up, which cost a trained FPN 3-5 points of mIoU."""
+    model = fpn.fpn_mobilenet_v3_large(num_classes=3, smooth=False).eval()
+    sizes = []
+    hook = lambda _m, _i, out: sizes.extend(v.shape[-2:] for v in out.values())  # noqa: E731
+    model.decoder.fpn.register_forward_hook(hook)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 90, 120)).shape == (1, 3, 90, 120)
+    assert sizes == [(24, 32), (12, 16), (6, 8), (3, 4)]
 
 
 def test_l2norm_known_answer_and_learned_scale():

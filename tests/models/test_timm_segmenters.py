@@ -29,6 +29,22 @@ def test_segmenter_contract_on_a_timm_encoder(name):
     assert model.eval()(x[:1]).shape == (1, 5, 45, 70)
 
 
+@pytest.mark.parametrize("name", ["unet", "fcn8s_vgg16", "fpn_mobilenet_v3_large"])
+def test_multi_level_decoders_run_any_size_as_the_image_padded_to_stride_32(name):
+    """U-Net, FCN and FPN decoders fuse maps of several strides; a 90x120 input runs as the image padded
+    with the mean colour to 96x128 (where every map is exactly half the previous one, as on training
+    crops), and the logits are that image's, cropped back."""
+    torch.manual_seed(0)
+    model = create_model(name, backbone=LITE0, num_classes=3).eval()
+    x = torch.rand(1, 3, 90, 120)
+    padded = model.mean.expand(1, 3, 96, 128).clone()
+    padded[..., :90, :120] = x
+    with torch.no_grad():
+        out, ref = model(x), model(padded)
+    assert out.shape == (1, 3, 90, 120)
+    assert torch.allclose(out, ref[..., :90, :120], atol=1e-5)
+
+
 def test_strides_and_channels_come_from_feature_info():
     model = create_model("unet", backbone="timm:resnet18", num_classes=2, in_channels=1)
     info = timm.create_model("resnet18", features_only=True).feature_info
