@@ -105,7 +105,6 @@ class FPNDecoder(nn.Module):
         super().__init__()
         self.levels = pyramid_levels(encoder_strides)
         strides = [encoder_strides[i] for i in self.levels]
-        self.multiple = max(strides)  # inputs are padded to it (SemanticFPNHead.forward_logits)
         self.fpn = FeaturePyramidNetwork([encoder_channels[i] for i in self.levels], pyramid_channels)
         if not smooth:  # the top-down sums as they are
             self.fpn.layer_blocks = nn.ModuleList(nn.Identity() for _ in self.levels)
@@ -145,7 +144,7 @@ class SemanticFPNHead:
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.decoder.multiple)
+        x = pad_to_multiple(x, max(self.encoder.strides))  # the coarsest pyramid level's stride
         logits = resize_to(self.head(self.decoder(self.encoder(x))), (x.shape[-2], x.shape[-1]))
         return logits[..., :h, :w]
 
