@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")  # detseg.transfer.study.MODES
@@ -105,37 +106,19 @@ def run_transfer_study(args: argparse.Namespace) -> int:
     from detseg.engine.class_map import parse_class_map
     from detseg.engine.trainer import NonFiniteLossError
     from detseg.transfer.study import run_study
+    from detseg.transfer.study_config import StudyConfig
 
+    # Options named as StudyConfig fields pass as they are (train_args has none); these three are parsed.
+    parsed = {"model_args", "class_map", "quiet"}
+    given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(StudyConfig)} - parsed}
+    config = StudyConfig(
+        **given,
+        model_args=parse_model_args(args.model_arg),
+        class_map=parse_class_map(args.class_map) or None,
+        quiet=not args.verbose,
+    )
     try:
-        report = run_study(
-            args.source,
-            args.target,
-            args.model,
-            args.out,
-            epochs=args.epochs,
-            source_epochs=args.source_epochs,
-            img_size=args.img_size,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            seed=args.seed,
-            workers=args.workers,
-            device=args.device,
-            model_args=parse_model_args(args.model_arg),
-            pretrained=args.pretrained,
-            source_weights=args.source_weights,
-            modes=args.modes,
-            add_class=args.add_class,
-            new_class_data=args.new_class_data,
-            distill=args.distill,
-            pseudo_labels=args.pseudo_labels,
-            source_split=args.source_split,
-            target_split=args.target_split,
-            quiet=not args.verbose,
-            class_map=parse_class_map(args.class_map) or None,
-            lr_backbone=args.lr_backbone,
-            freeze_bn=args.freeze_bn,
-        )
+        report = run_study(config)
     except NonFiniteLossError as exc:
         print(
             f"detseg transfer-study: stopped: {exc} (try a lower --lr; finished runs are kept)",

@@ -4,6 +4,9 @@
     report = run_study("src/detect.yaml", "tgt/detect.yaml", "ssdlite320_mobilenet_v3_large", "runs/study",
                        epochs=20, img_size=192, add_class="joint/detect.yaml")
 
+The same as one typed config (:class:`~detseg.transfer.study_config.StudyConfig`, which ``detseg
+transfer-study`` builds from its options): ``run_study(StudyConfig("src/detect.yaml", ...))``.
+
 1. A source model: trained on SOURCE (or ``source_weights``, a detseg checkpoint or weights by name,
    taken as it is; then SOURCE may be None: no source domain is scored).
 2. On TARGET, each evaluated on both domains' validation splits (the source model gives "before"):
@@ -52,9 +55,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")
+from detseg.transfer.study_config import (  # noqa: F401  (MODES, METRIC_NAMES: this module's names too)
+    METRIC_NAMES,
+    MODES,
+    StudyConfig,
+    check_source_task,
+    eval_split,
+)
+
 ADD_CLASS_MODES = ("lwf", "naive", "joint")
-METRIC_NAMES = {"detect": "AP50", "segment": "mIoU", "classify": "accuracy"}
 METRIC_DESCRIPTIONS = {
     "detect": "COCO's 101-point AP at IoU 0.5",
     "segment": "mean IoU over the classes",
@@ -70,280 +79,153 @@ MODE_LABELS = {
     "naive": "extended head, fine-tuned on the new class alone",
     "joint": "extended head, joint training (all classes labelled)",
 }
-#: Training settings every run shares (run_study's arguments of the same names).
-_COMMON = ("epochs", "img_size", "batch_size", "lr", "optimizer", "seed", "workers", "model_args")
 
 
 def run_study(
-    source: str | Path | None,
-    target: str | Path,
-    model: str,
-    out: str | Path,
-    *,
-    epochs: int = 10,
-    source_epochs: int | None = None,
-    img_size: int | None = None,
-    batch_size: int = 4,
-    lr: float | None = None,
-    optimizer: str = "sgd",
-    seed: int = 0,
-    workers: int = 0,
-    device: str = "auto",
-    model_args: dict[str, Any] | None = None,
-    pretrained: str | None = None,
-    source_weights: str | Path | None = None,
-    modes: tuple[str, ...] | list[str] = MODES,
-    add_class: str | Path | None = None,
-    new_class_data: str | Path | None = None,
-    distill: float = 1.0,
-    pseudo_labels: float | None = None,
-    source_split: str | None = None,
-    target_split: str | None = None,
-    quiet: bool = True,
-    train_args: dict[str, Any] | None = None,
-    class_map: dict[str, str] | None = None,
-    lr_backbone: float | None = None,
-    freeze_bn: bool = False,
+    source: StudyConfig | str | Path | None,
+    target: str | Path | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Run the study into ``out`` and write its report; returns the report (what report.json holds).
+    """Run a study into its ``out`` and write its report; returns the report (what report.json holds).
 
-    ``source``, ``target``, ``add_class``, ``new_class_data``: dataset specs (``source`` None: only with
-    ``source_weights``; the source domain is then not scored). ``source_split`` /
-    ``target_split``: the splits scored (default ``val``, else ``test``). ``pretrained``: builder weights
-    (a torchvision weights name or file) the *source* model starts from; ``source_weights``: a trained
-    detseg checkpoint used as the source model instead of training one. ``new_class_data``: the new
-    class's training data for ``lwf`` and ``naive`` (classes = ``add_class``'s, only new objects
-    labelled); by default it is made from ``add_class``'s train split by dropping the old classes'
-    labels (COCO or mask specs). ``quiet=False`` shows each run's epochs. ``train_args``: more
-    :func:`detseg.engine.run.train` keywords for every run (``schedule``, ``warmup``, ``amp``...).
-    ``class_map``: classification only, ``{target class: source model's class}`` for as_is where the
-    names differ (the rest match by name, see the module docstring). ``lr_backbone``: fine_tuning's
-    learning rate for the pre-trained backbone (discriminative fine-tuning; the new head keeps ``lr``).
-    ``freeze_bn``: fine_tuning keeps the backbone's pre-trained BatchNorm statistics (``freeze="bn"``:
-    every weight still trains), for small batches of a small target.
+    ``run_study(StudyConfig(...))`` (:class:`~detseg.transfer.study_config.StudyConfig`), or the same
+    as ``run_study(source, target, model, out, **settings)`` with ``settings`` naming its other fields.
     """
-    from detseg.data.spec import load_spec
     from detseg.transfer.report import check_claims, write_report
 
-    plan = _check_arguments(
-        source, target, model, out, epochs, source_epochs, modes, add_class, distill,
-        source_weights, class_map,
-    )  # fmt: skip
-    if lr_backbone is not None and (lr_backbone < 0 or "fine_tuning" not in plan["modes"]):
-        raise ValueError(
-            f"lr_backbone {lr_backbone}: fine_tuning's backbone learning rate, >= 0, "
-            "and fine_tuning must be among the modes"
-        )
-    if freeze_bn and "fine_tuning" not in plan["modes"]:
-        raise ValueError("freeze_bn is a fine_tuning setting, and fine_tuning is not among the modes")
-    tgt_spec = load_spec(target)
-    task = tgt_spec.task
-    src_split = _eval_split(load_spec(source), source_split, "source") if source is not None else None
-    tgt_split = _eval_split(tgt_spec, target_split, "target")
-    out = Path(out).resolve()  # runs are matched by their settings, paths included: absolute ones
-    runner = _Runner(
-        out,
-        model,
-        device,
-        quiet,
-        common=dict(
-            epochs=int(epochs),
-            img_size=img_size,
-            batch_size=int(batch_size),
-            lr=lr,
-            optimizer=optimizer,
-            seed=int(seed),
-            workers=int(workers),
-            model_args=dict(model_args or {}),
-            **(train_args or {}),
-        ),
-        total=_count_steps(plan, source_weights, add_class, pseudo_labels),
-    )
-    domains = {"target": (str(target), tgt_split)}
-    if source is not None:
-        domains = {"source": (str(source), src_split), **domains}
-
-    # 1. The source model (its classes checked against the add-a-class data before any training).
-    given_weights = source_weights
-    if source_weights is not None and _is_weights_name(source_weights):
-        source_weights = _weights_checkpoint(model, str(source_weights), out / "source_weights" / "best.pt")
-        _check_source_task(source_weights, given_weights, task)
-    if source_weights is not None:
-        if not Path(source_weights).is_file():
-            raise FileNotFoundError(f"source_weights: no checkpoint at {source_weights}")
-        src_classes = _checkpoint_classes(source_weights)
+    if isinstance(source, StudyConfig):
+        if target is not None or model is not None or out is not None or settings:
+            raise TypeError("run_study(StudyConfig) takes no other arguments: set them on the config")
+        c = source
     else:
-        src_classes = _data_classes(source, "train")
-    tgt_classes = _data_classes(target, tgt_split)
-    same = src_classes == tgt_classes
-    add_split = _check_add_class(add_class, new_class_data, src_classes)
-    as_is_map, as_is_why = None, None  # classify: {target class: source class} when the names differ
-    if task == "classify" and not same:
-        as_is_map, as_is_why = as_is_class_map(src_classes, tgt_classes, class_map)
-    elif not same:
-        as_is_why = f"source classes {src_classes} != target {tgt_classes}"
-    if source_weights is not None:
-        src_ckpt = Path(source_weights)
-        runner.say(f"source model: {src_ckpt} (given, not trained)")
-    else:
-        src_ckpt = runner.train("source", source, pretrained=pretrained, epochs=int(source_epochs or epochs))
-    before = runner.evaluate("source", src_ckpt, domains, src_classes)
-    if as_is_map is not None:  # the source classifier on the target, through the mapped classes
-        mapped = runner.score("source", src_ckpt, str(target), tgt_split, class_map=as_is_map)
-        before["target"], before["per_class"]["target"] = mapped["metric"], mapped["per_class"]
-
-    # 2. The four ways to use it on the target.
-    rows = []
-    for mode in plan["modes"]:
-        if mode == "as_is":
-            if as_is_why:
-                runner.say(f"as_is: skipped, {as_is_why}")
-                rows.append(_row(mode, None, {}, why=as_is_why))
-                continue
-            rows.append(_row(mode, src_ckpt, before, init="source weights", trained_on="source"))
-            continue
-        if mode == "feature_extraction":
-            ckpt = runner.train(mode, target, pretrained=str(src_ckpt), freeze="backbone", new_head=True)
-            init, frozen = "source weights, new head", "backbone"
-        elif mode == "fine_tuning":
-            extra = {} if lr_backbone is None else {"lr_backbone": float(lr_backbone)}
-            start, head = src_ckpt, ("" if same else ", new head")
-            if as_is_map is not None:  # a classifier starts from its own decision for the mapped classes
-                start = _mapped_head_checkpoint(src_ckpt, as_is_map, src_classes, tgt_classes, out)
-                head = ", head from the mapped classes' rows"
-            freeze = "bn" if freeze_bn else "none"
-            ckpt = runner.train(mode, target, pretrained=str(start), freeze=freeze, **extra)
-            init, frozen = "source weights" + head, ("BatchNorm statistics" if freeze_bn else "none")
-        else:
-            ckpt = runner.train(mode, target)
-            init, frozen = "random", "none"
-        metrics = runner.evaluate(mode, ckpt, domains, tgt_classes)
-        rows.append(_row(mode, ckpt, metrics, init=init, frozen=frozen, trained_on="target"))
-
+        c = StudyConfig(source, target, model, out, **settings)  # type: ignore[arg-type]
+    task = c.check()
+    out = Path(c.out).resolve()  # runs are matched by their settings, paths included: absolute ones
+    modes = [m for m in MODES if m in c.modes]
+    runner = _Runner(out, c.model, c.device, c.quiet, common=c.common(), total=_count_steps(c, modes))
+    src = _source_model(c, runner, task, out)
     report: dict[str, Any] = {
         "task": task,
         "metric": METRIC_NAMES[task],
-        "model": model,
+        "model": c.model,
         "metric_description": METRIC_DESCRIPTIONS[task],
         "source": {
-            "spec": str(source) if source is not None else None,
-            "split": src_split,
-            "classes": src_classes,
-            "weights": str(given_weights) if given_weights is not None else None,
+            "spec": str(c.source) if c.source is not None else None,
+            "split": src["domains"].get("source", (None, None))[1],
+            "classes": src["classes"],
+            "weights": str(c.source_weights) if c.source_weights is not None else None,
         },
-        "target": {"spec": str(target), "split": tgt_split, "classes": tgt_classes},
+        "target": {
+            "spec": str(c.target),
+            "split": src["domains"]["target"][1],
+            "classes": src["target_classes"],
+        },
         "settings": {
             **runner.common,
-            "source_epochs": int(source_epochs or epochs),
-            "pretrained": pretrained,
-            "source_weights": str(source_weights) if source_weights else None,
-            "device": device,
-            "lr_backbone": lr_backbone,
-            "freeze_bn": bool(freeze_bn),
+            "source_epochs": int(c.source_epochs or c.epochs),
+            "pretrained": c.pretrained,
+            "source_weights": str(src["weights"]) if src["weights"] else None,
+            "device": c.device,
+            "lr_backbone": c.lr_backbone,
+            "freeze_bn": bool(c.freeze_bn),
         },
-        "source_model": {"checkpoint": str(src_ckpt), **{k: before.get(k) for k in ("source", "target")}},
-        "rows": rows,
+        "source_model": {
+            "checkpoint": str(src["checkpoint"]),
+            **{k: src["before"].get(k) for k in ("source", "target")},
+        },
+        "rows": [_target_run(mode, c, runner, src, out) for mode in modes],
     }
-    if as_is_map is not None:
-        report["as_is_map"] = {t: [src_classes.index(s), s] for t, s in as_is_map.items()}
-
-    # 3. Adding a class.
-    if add_class is not None:
+    if src["as_is_map"] is not None:
+        report["as_is_map"] = {t: [src["classes"].index(s), s] for t, s in src["as_is_map"].items()}
+    if c.add_class is not None:  # adding a class
         report["add_class"] = _add_class_study(
-            runner, src_ckpt, src_classes, add_class, add_split, new_class_data, distill, out, pseudo_labels
-        )
+            runner, src["checkpoint"], src["classes"], c.add_class, src["add_split"], c.new_class_data,
+            c.distill, out, c.pseudo_labels,
+        )  # fmt: skip
     report["claims"] = check_claims(report)
     write_report(report, out)
     runner.say(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
     return report
 
 
-# ---------------------------------------------------------------------------------------------- checks
-def _check_arguments(
-    source,
-    target,
-    model,
-    out,
-    epochs,
-    source_epochs,
-    modes,
-    add_class,
-    distill,
-    source_weights=None,
-    class_map=None,
-) -> dict[str, Any]:
-    """Refuse bad arguments before any training, naming what is wrong."""
+def _source_model(c: StudyConfig, runner: _Runner, task: str, out: Path) -> dict[str, Any]:
+    """The source model (trained, or given as ``source_weights``) and its scores before any target
+    training; its classes are checked against the add-a-class data before anything trains."""
     from detseg.data.spec import load_spec
-    from detseg.models.zoo import model_info
 
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if source_epochs is not None and (not isinstance(source_epochs, int) or source_epochs < 1):
-        raise ValueError(f"source_epochs must be a positive integer, got {source_epochs!r}")
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
-        raise ValueError(f"modes {list(modes)}: choose among {', '.join(MODES)}")
-    if distill <= 0:
-        raise ValueError(f"distill must be > 0 (the LwF weight), got {distill}")
-    if source is None and source_weights is None:
-        raise ValueError("give source (a data set spec to train the source model on) or source_weights")
-    tgt = load_spec(target)
-    task = tgt.task
-    if source is not None and load_spec(source).task != task:
-        raise ValueError(
-            f"source {source} is a {load_spec(source).task} data set but target {target} is a {task} data "
-            "set; the study compares one task on two domains"
+    tgt_split = eval_split(load_spec(c.target), c.target_split, "target")
+    domains = {"target": (str(c.target), tgt_split)}
+    if c.source is not None:
+        domains = {
+            "source": (str(c.source), eval_split(load_spec(c.source), c.source_split, "source")),
+            **domains,
+        }
+    weights = c.source_weights
+    if weights is not None and _is_weights_name(weights):
+        weights = _weights_checkpoint(c.model, str(weights), out / "source_weights" / "best.pt")
+        check_source_task(weights, c.source_weights, task)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"source_weights: no checkpoint at {weights}")
+        src_classes = _checkpoint_classes(weights)
+    else:
+        src_classes = _data_classes(c.source, "train")
+    tgt_classes = _data_classes(c.target, tgt_split)
+    add_split = _check_add_class(c.add_class, c.new_class_data, src_classes)
+    as_is_map, as_is_why = None, None  # classify: {target class: source class} when the names differ
+    if task == "classify" and src_classes != tgt_classes:
+        as_is_map, as_is_why = as_is_class_map(src_classes, tgt_classes, c.class_map)
+    elif src_classes != tgt_classes:
+        as_is_why = f"source classes {src_classes} != target {tgt_classes}"
+    if weights is not None:
+        ckpt = Path(weights)
+        runner.say(f"source model: {ckpt} (given, not trained)")
+    else:
+        ckpt = runner.train(
+            "source", c.source, pretrained=c.pretrained, epochs=int(c.source_epochs or c.epochs)
         )
-    if task not in METRIC_NAMES:
-        raise ValueError(
-            f"{target}: task {task!r} is not supported by the study (detect, segment or classify)"
-        )
-    info = model_info(model)
-    if info.task != task:
-        raise ValueError(f"model {model!r} is a {info.task} model but the data sets are for {task}")
-    if source_weights is not None and Path(source_weights).is_file():
-        _check_source_task(source_weights, source_weights, task, model)
-    if add_class is not None and task == "classify":
-        raise ValueError(
-            f"add_class {add_class}: the add-a-class study takes detect or segment data, not classify"
-        )
-    if add_class is not None and load_spec(add_class).task != task:
-        raise ValueError(f"add_class {add_class} is a {load_spec(add_class).task} data set, not {task}")
-    if class_map and task != "classify":
-        raise ValueError(f"class_map maps a classifier's classes for as_is; the target is a {task} data set")
-    if Path(out).exists() and not Path(out).is_dir():
-        raise ValueError(f"out {out} exists and is not a folder")
-    return {"modes": [m for m in MODES if m in modes]}
+    before = runner.evaluate("source", ckpt, domains, src_classes)
+    if as_is_map is not None:  # the source classifier on the target, through the mapped classes
+        mapped = runner.score("source", ckpt, str(c.target), tgt_split, class_map=as_is_map)
+        before["target"], before["per_class"]["target"] = mapped["metric"], mapped["per_class"]
+    return dict(
+        checkpoint=ckpt, weights=weights, classes=src_classes, target_classes=tgt_classes, domains=domains,
+        before=before, as_is_map=as_is_map, as_is_why=as_is_why, add_split=add_split,
+    )  # fmt: skip
 
 
-def _eval_split(spec, split: str | None, which: str) -> str:
-    if split is not None:
-        if split not in spec.splits:
-            raise ValueError(f"{which} {spec.path}: no split {split!r} (it has {', '.join(spec.splits)})")
-        return split
-    for name in ("val", "test"):
-        if name in spec.splits:
-            return name
-    raise ValueError(
-        f"{which} {spec.path}: no 'val' or 'test' split to score on (it has {', '.join(spec.splits)})"
-    )
+def _target_run(mode: str, c: StudyConfig, runner: _Runner, src: dict[str, Any], out: Path) -> dict[str, Any]:
+    """One of the four ways to use the source model on the target: its report row."""
+    src_ckpt, same = src["checkpoint"], src["classes"] == src["target_classes"]
+    if mode == "as_is":
+        if src["as_is_why"]:
+            runner.say(f"as_is: skipped, {src['as_is_why']}")
+            return _row(mode, None, {}, why=src["as_is_why"])
+        return _row(mode, src_ckpt, src["before"], init="source weights", trained_on="source")
+    if mode == "feature_extraction":
+        ckpt = runner.train(mode, c.target, pretrained=str(src_ckpt), freeze="backbone", new_head=True)
+        init, frozen = "source weights, new head", "backbone"
+    elif mode == "fine_tuning":
+        extra = {} if c.lr_backbone is None else {"lr_backbone": float(c.lr_backbone)}
+        start, head = src_ckpt, ("" if same else ", new head")
+        if src["as_is_map"] is not None:  # a classifier starts from its own decision for the mapped classes
+            start = _mapped_head_checkpoint(
+                src_ckpt, src["as_is_map"], src["classes"], src["target_classes"], out
+            )
+            head = ", head from the mapped classes' rows"
+        freeze = "bn" if c.freeze_bn else "none"
+        ckpt = runner.train(mode, c.target, pretrained=str(start), freeze=freeze, **extra)
+        init, frozen = "source weights" + head, ("BatchNorm statistics" if c.freeze_bn else "none")
+    else:
+        ckpt = runner.train(mode, c.target)
+        init, frozen = "random", "none"
+    metrics = runner.evaluate(mode, ckpt, src["domains"], src["target_classes"])
+    return _row(mode, ckpt, metrics, init=init, frozen=frozen, trained_on="target")
 
 
-def _check_source_task(ckpt: str | Path, given: Any, task: str, model: str | None = None) -> None:
-    """Refuse source weights of another task (or, given ``model``, of another model) in one line."""
-    from detseg.engine.checkpoint import load_checkpoint
-
-    meta = load_checkpoint(ckpt).get("meta", {})
-    if meta.get("task") not in (None, task):
-        raise ValueError(
-            f"source_weights {given} is a {meta['task']} model but the target is a {task} data set"
-        )
-    if model is not None and meta.get("model") not in (None, model):
-        raise ValueError(
-            f"source_weights {given} is a checkpoint of {meta['model']!r}, not of model {model!r}"
-        )
-
-
+# ---------------------------------------------------------------------------------------------- checks
 def as_is_class_map(
     src_classes: list[str], tgt_classes: list[str], class_map: dict[str, str] | None = None
 ) -> tuple[dict[str, str] | None, str | None]:
@@ -386,10 +268,10 @@ def _loose_name(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
 
 
-def _count_steps(plan: dict, source_weights, add_class, pseudo_labels=None) -> int:
-    trained = [m for m in plan["modes"] if m != "as_is"]
-    add = len(ADD_CLASS_MODES) + bool(pseudo_labels) if add_class else 0
-    return (0 if source_weights else 1) + len(trained) + add
+def _count_steps(c: StudyConfig, modes: list[str]) -> int:
+    """How many runs the study trains (for its [i/n] progress)."""
+    add = len(ADD_CLASS_MODES) + bool(c.pseudo_labels) if c.add_class else 0
+    return (0 if c.source_weights else 1) + sum(m != "as_is" for m in modes) + add
 
 
 def _is_weights_name(source: str | Path) -> bool:
@@ -665,7 +547,7 @@ def _check_add_class(joint: str | Path | None, new_only: str | Path | None, old_
         return ""
     from detseg.data.spec import load_spec
 
-    split = _eval_split(load_spec(joint), None, "add_class")
+    split = eval_split(load_spec(joint), None, "add_class")
     classes = _data_classes(joint, split)
     if classes[: len(old_classes)] != old_classes or len(classes) == len(old_classes):
         raise ValueError(

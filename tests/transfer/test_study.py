@@ -22,6 +22,7 @@ from detseg.engine.checkpoint import load_checkpoint
 from detseg.engine.run import evaluate
 from detseg.transfer.report import check_claims
 from detseg.transfer.study import ADD_CLASS_MODES, MODES, derive_spec, run_study
+from detseg.transfer.study_config import StudyConfig
 
 OLD = ("circle", "square", "triangle")
 TINY = dict(image_size=48, object_size=(12, 24), objects_per_image=(1, 3))
@@ -54,16 +55,13 @@ def domains(tmp_path_factory):
 @pytest.fixture(scope="module")
 def seg_study(domains, tmp_path_factory):
     out = tmp_path_factory.mktemp("seg_study")
-    report = run_study(
-        domains / "src/segment.yaml",
-        domains / "tgt/segment.yaml",
-        "unet",
-        out,
-        add_class=domains / "joint/segment.yaml",
-        pseudo_labels=0.5,
-        **SEG,
-    )
-    return out, report
+    return out, run_study(**seg_study_settings(domains, out))
+
+
+def seg_study_settings(domains, out) -> dict:
+    """The settings of the segmentation study: with an added class and its pseudo-labels."""
+    src, tgt, joint = (domains / f"{d}/segment.yaml" for d in ("src", "tgt", "joint"))
+    return dict(source=src, target=tgt, model="unet", out=out, add_class=joint, pseudo_labels=0.5, **SEG)
 
 
 def test_report_has_every_row_and_file(seg_study):
@@ -145,15 +143,8 @@ def test_rerun_skips_finished_runs_and_resumes_stopped_ones(seg_study, domains, 
     # A run that stopped after its last checkpoint but before it was scored: resumed, not redone.
     (out / "runs/scratch/result.json").unlink()
     capsys.readouterr()
-    again = run_study(
-        domains / "src/segment.yaml",
-        domains / "tgt/segment.yaml",
-        "unet",
-        out,
-        add_class=domains / "joint/segment.yaml",
-        pseudo_labels=0.5,
-        **SEG,
-    )
+    # The typed config names the same settings as the keywords did: every run is found.
+    again = run_study(StudyConfig(**seg_study_settings(domains, out)))
     err = capsys.readouterr().err
     assert err.count("finished before, skipped") == 7
     assert "scratch: resuming" in err and "training on" not in err
@@ -346,6 +337,17 @@ def test_bad_arguments_are_refused_before_training(domains, tmp_path):
         ]
     )
     assert code == 2
+
+
+def test_train_args_the_study_sets_itself_are_refused_and_the_config_takes_no_keywords(domains, tmp_path):
+    src, tgt = domains / "src/segment.yaml", domains / "tgt/segment.yaml"
+    with pytest.raises(ValueError, match=r"train_args: cannot set resume, val_split for the study's runs"):
+        run_study(src, tgt, "unet", tmp_path, train_args={"val_split": "val", "resume": "auto"})
+    with pytest.raises(ValueError, match=r"train_args: cannot set epochs, lr_schedule "):
+        run_study(StudyConfig(src, tgt, "unet", tmp_path, train_args={"lr_schedule": "x", "epochs": 3}))
+    with pytest.raises(TypeError, match="takes no other arguments"):
+        run_study(StudyConfig(src, tgt, "unet", tmp_path), epochs=3)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_runs_the_study_and_prints_the_report(seg_study, domains, capsys):
