@@ -18,13 +18,14 @@ import torch
 
 from detseg.data.spec import load_spec
 from detseg.engine.predict import load_model, segment_probabilities
+from detseg.metrics.segmentation import SegmentationMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
 
 
 def membrane_probabilities(models: list, spec_path: Path, split: str) -> list[tuple[list, np.ndarray]]:
-    """Per image of ``split``: each model's membrane probability map and the membrane truth."""
+    """Per image of ``split``: each model's membrane probability map and the truth's class map."""
     from detseg.data.dataset import build_dataset
 
     data = build_dataset(spec_path, split)
@@ -34,22 +35,17 @@ def membrane_probabilities(models: list, spec_path: Path, split: str) -> list[tu
         x = image.float() / 255  # the dataset's uint8 image, as `detseg eval` feeds it
         with torch.no_grad():
             probs = [segment_probabilities(m, x)[0].numpy() for m in models]
-        truth = target["semantic"].numpy()
-        if (truth > 1).any():
-            raise SystemExit(f"{spec_path}: {target['file_name']} has pixels outside the two classes")
-        out.append((probs, truth == 0))  # class 0 = membrane
+        out.append((probs, target["semantic"].numpy()))
     return out
 
 
 def miou(images: list[tuple[list, np.ndarray]], pick: list[int], threshold: float = 0.5) -> float:
-    """Two-class mIoU over all pixels of ``images``, membrane where the picked models' mean > threshold."""
-    inter, union = np.zeros(2), np.zeros(2)
+    """detseg's mIoU over ``images`` with membrane (class 0) where the picked models' mean > threshold."""
+    metrics = SegmentationMetrics(2)  # the truth's ignore_index (255) is left out, as in `detseg eval`
     for probs, truth in images:
-        pred = np.mean([probs[k] for k in pick], axis=0) > threshold
-        for c, (p, t) in enumerate(((pred, truth), (~pred, ~truth))):
-            inter[c] += (p & t).sum()
-            union[c] += (p | t).sum()
-    return float(np.mean(inter / union))
+        membrane = np.mean([probs[k] for k in pick], axis=0) > threshold
+        metrics.update(np.where(membrane, 0, 1), truth)
+    return metrics.compute()["miou"]
 
 
 def main() -> None:

@@ -109,8 +109,8 @@ def run_transfer_study(args: argparse.Namespace) -> int:
     from detseg.transfer.study_config import StudyConfig
 
     # Options named as StudyConfig fields pass as they are (train_args has none); these three are parsed.
-    parsed = {"model_args", "class_map", "quiet"}
-    given = {k: v for k, v in vars(args).items() if k in {f.name for f in fields(StudyConfig)} - parsed}
+    passed = {f.name for f in fields(StudyConfig)} - {"model_args", "class_map", "quiet"}
+    given = {k: v for k, v in vars(args).items() if k in passed}
     config = StudyConfig(
         **given,
         model_args=parse_model_args(args.model_arg),

@@ -55,7 +55,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detseg.transfer.study_config import (  # noqa: F401  (MODES, METRIC_NAMES: this module's names too)
+from detseg.transfer.study_config import (
     METRIC_NAMES,
     MODES,
     StudyConfig,

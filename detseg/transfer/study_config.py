@@ -117,9 +117,10 @@ class StudyConfig:
         if self.source is None and self.source_weights is None:
             raise ValueError("give source (a data set spec to train the source model on) or source_weights")
         task = load_spec(self.target).task
-        if self.source is not None and load_spec(self.source).task != task:
+        source_task = load_spec(self.source).task if self.source is not None else task
+        if source_task != task:
             raise ValueError(
-                f"source {self.source} is a {load_spec(self.source).task} data set but target {self.target} "
+                f"source {self.source} is a {source_task} data set but target {self.target} "
                 f"is a {task} data set; the study compares one task on two domains"
             )
         if task not in METRIC_NAMES:
@@ -136,10 +137,9 @@ class StudyConfig:
                 f"add_class {self.add_class}: the add-a-class study takes detect or segment data, "
                 "not classify"
             )
-        if self.add_class is not None and load_spec(self.add_class).task != task:
-            raise ValueError(
-                f"add_class {self.add_class} is a {load_spec(self.add_class).task} data set, not {task}"
-            )
+        add_task = load_spec(self.add_class).task if self.add_class is not None else task
+        if add_task != task:
+            raise ValueError(f"add_class {self.add_class} is a {add_task} data set, not {task}")
         if self.class_map and task != "classify":
             raise ValueError(
                 f"class_map maps a classifier's classes for as_is; the target is a {task} data set"
