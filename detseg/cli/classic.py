@@ -113,7 +113,7 @@ def _parse_seeds(text: str) -> list[tuple[int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from detseg.jsonio import dumps
 
     pipeline = build_pipeline(args)
     if args.data:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_scores(scores))
         if args.json:
             with open(args.json, "w") as f:
-                json.dump(scores, f, indent=2)
+                f.write(dumps(scores, indent=2))  # NaN scores (a class never present) as null
         return 0
     if not args.inputs or not args.out:
         raise ValueError("give image files and --out DIR, or --data SPEC to score on a data set")

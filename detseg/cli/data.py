@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from detseg.cli.train import add_setting_options
+
+#: The training settings that ``data show --augment`` takes (the augmentation ones, and the seed).
+AUGMENT_SETTINGS = ("img_size", "scale_range", "vflip", "rotate", "elastic", "color_jitter", "zoom_out",
+                    "iou_crop", "mosaic", "mixup", "copy_paste", "seed")  # fmt: skip
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="check a data set or draw samples of it")
@@ -37,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--split", default=None, help="split to draw (default: val, else the first)")
     show.add_argument("--num", type=int, default=8, help="samples to draw (default 8)")
     show.add_argument("--skip-bad", action="store_true", help="skip bad samples with a warning")
+    augment = show.add_argument_group(
+        "augmentation preview",
+        "--augment draws each sample as training sees it: the options below (as `detseg train` takes "
+        "them), else the spec's train_defaults, else detseg's defaults; --img-size defaults to 256",
+    )
+    augment.add_argument("--augment", action="store_true", help="draw training-augmented samples")
+    augment.add_argument("--repeats", type=int, default=1, help="augmented draws of each sample (default 1)")
+    add_setting_options(augment, AUGMENT_SETTINGS)
     show.set_defaults(func=run_show)
 
     conv = subparsers.add_parser(
@@ -93,11 +107,50 @@ def run_show(args: argparse.Namespace) -> int:
     split = args.split or ("val" if "val" in spec.splits else next(iter(spec.splits)))
     from detseg.viz.samples import draw_samples
 
-    dataset = build_dataset(spec, split, skip_bad=args.skip_bad)
-    written = draw_samples(dataset, args.out, args.num)
+    if args.augment:
+        dataset = _augmented(args, spec, split)
+    else:
+        dataset = build_dataset(spec, split, None, skip_bad=args.skip_bad)
+    if args.augment and args.repeats > 1:
+        dataset = _Repeated(dataset, args.repeats)
+    written = draw_samples(dataset, args.out, args.num * (args.repeats if args.augment else 1))
     samples = [p for p in written if p.name != "contact_sheet.png"]
     print(f"wrote {len(samples)} samples and contact_sheet.png to {args.out}")
     return 0
+
+
+def _augmented(args: argparse.Namespace, spec, split: str):
+    """``split`` as ``detseg train`` would augment it with these options (model family defaults aside: no
+    model is named here; mosaic, mixup and copy-paste included), seeded by --seed."""
+    import torch
+
+    from detseg.engine.config import RunConfig, resolve_config
+    from detseg.engine.run import check_mixing, train_preset, training_set
+
+    if spec.task not in ("segment", "detect", "instance"):
+        raise ValueError(f"--augment: {spec.task} specs have no augmentation preview (segment and detect do)")
+    given = {name: getattr(args, name) for name in AUGMENT_SETTINGS if getattr(args, name) is not None}
+    rc = resolve_config(RunConfig(model="none", data=args.spec, **given), None, spec)
+    check_mixing(rc)
+    torch.manual_seed(rc.seed)
+    size = rc.img_size or 256
+    size = size if spec.task == "segment" else (size, size)
+    return training_set(rc, spec, split, train_preset(rc, spec, size), size, True, args.skip_bad)
+
+
+class _Repeated:
+    """Each sample of ``dataset`` ``times`` times in a row (a fresh augmentation each time)."""
+
+    def __init__(self, dataset, times: int) -> None:
+        self.dataset, self.times = dataset, times
+        self.classes, self.split = dataset.classes, dataset.split
+        self.ignore_index = getattr(dataset, "ignore_index", 255)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times
+
+    def __getitem__(self, index: int):
+        return self.dataset[index // self.times]
 
 
 def _names(text: str | None) -> list[str] | None:

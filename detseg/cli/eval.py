@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
+
+from detseg.cli.train import add_slicing_options, slicing_options
+from detseg.jsonio import dumps
 
 
 def register(subparsers) -> None:
@@ -17,6 +18,7 @@ def register(subparsers) -> None:
     d.add_argument("--dt", type=Path, help="COCO results json or folder of text box files")
     _model_options(d)
     d.add_argument("--split", default="val", help="with --weights: split of the spec (default val)")
+    add_slicing_options(d)  # --tile: sliced inference of the model (docs/detection.md#sliced-inference)
     d.add_argument("--iou-type", choices=("bbox", "segm"), default="bbox")
     d.add_argument("--metric", choices=("coco", "voc07", "voc12", "lecture"), default="coco")
     d.add_argument(
@@ -144,21 +146,10 @@ def _run_model(args: argparse.Namespace, run_evaluation, **options):
     return task
 
 
-def _clean(obj):
-    """NaN -> None so that the JSON is standard."""
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _write_json(path: Path | None, data: dict) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_clean(data), indent=1))
+        path.write_text(dumps(data))
         print(f"wrote {path}")
 
 
@@ -176,7 +167,7 @@ def _det(args: argparse.Namespace) -> int:
     if _inputs(args, ("gt", "dt")):
         from detseg.engine.run import run_evaluation
 
-        task = _run_model(args, run_evaluation)
+        task = _run_model(args, run_evaluation, slicing=slicing_options(args))
         if not hasattr(task, "coco_inputs"):
             raise ValueError(f"{args.weights} is not a detector: use detseg eval seg")
         if options["iou_type"] != "bbox" and not getattr(task, "with_masks", False):
@@ -194,6 +185,8 @@ def _det(args: argparse.Namespace) -> int:
             image_dir = name_spec_images(gt, args.data, args.split)
         report = evaluate_detections(gt, results, **options, image_dir=image_dir)
     else:
+        if any(v not in (None, False, 0.25) for v in slicing_options(args).values()):
+            raise ValueError("--tile and the merge options run a model: give --weights and --data")
         report = evaluate_detection_files(
             args.gt,
             args.dt,

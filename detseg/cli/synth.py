@@ -26,10 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="bright | pastel | dark, or colours '#rrggbb,#rrggbb,...' (default bright)")
     p.add_argument("--classes", nargs="+", default=["circle", "square", "triangle"], metavar="SHAPE",
                    help="shapes to draw, in class order: circle square triangle ellipse star hexagon cross")
-    p.add_argument("--min-size", type=int, default=16, help="smallest object diameter in pixels (default 16)")
-    p.add_argument("--max-size", type=int, default=48, help="largest object diameter in pixels (default 48)")
+    p.add_argument("--min-size", "--min-object", type=int, default=16,
+                   help="smallest object diameter in pixels (default 16)")
+    p.add_argument("--max-size", "--max-object", type=int, default=48,
+                   help="largest object diameter in pixels (default 48)")
     p.add_argument("--min-objects", type=int, default=1, help="fewest objects per image (default 1)")
     p.add_argument("--max-objects", type=int, default=4, help="most objects per image (default 4)")
+    p.add_argument("--objects", type=int, metavar="N",
+                   help="exactly N objects per image (sets --min-objects and --max-objects); large images "
+                   "with many small objects for sliced inference: --size 2048 --min-object 8 "
+                   "--max-object 32 --objects 80")
     p.add_argument("--color-jitter", type=int, default=20, help="+- per channel around a palette colour")
     p.add_argument("--no-occlusion", action="store_true", help="place objects without overlap")
     p.add_argument("--min-visible", type=float, default=0.3,
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         num_train=args.num_train,
         num_val=args.num_val,
         classes=[c for name in args.classes for c in name.split(",") if c],
-        objects_per_image=(args.min_objects, args.max_objects),
+        objects_per_image=(args.min_objects, args.max_objects) if args.objects is None
+        else (args.objects, args.objects),
         object_size=(args.min_size, args.max_size),
         color_jitter=args.color_jitter,
         occlusion=not args.no_occlusion,

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,125 +30,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "loss.png, metrics.png, config.json. Options left out come from the spec's train_defaults, then "
         "the model family's registered defaults, then detseg's (printed with their source at the start).",
     )
-    p.add_argument(
-        "--model", required=True, help="a registered model name (e.g. unet, ssdlite320_mobilenet_v3)"
-    )
-    p.add_argument("--data", required=True, type=Path, help="dataset spec (YAML, COCO json or VOC folder)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="passes over the training split")
-    length.add_argument("--iters", type=int, help="optimizer steps (instead of --epochs)")
-    p.add_argument(
-        "--time",
-        type=float,
-        metavar="MINUTES",
-        help="train for at most MINUTES (evaluation included): the epochs and the schedule are fitted to "
-        "the budget after every epoch; with --epochs/--iters, whichever ends first",
-    )
-    p.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
-    _optimizer_options(p)
-    _data_options(p)
-    _transfer_options(p)
-    _run_options(p)
-    p.add_argument("--seed", type=int, help="base: 0")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        metavar="CHECKPOINT",
-        help="continue from CHECKPOINT (default RUN_DIR/last.pt) exactly where it stopped",
-    )
-    p.add_argument("--workers", type=int, help="data loading processes (base: 0)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (base: auto)")
-    p.set_defaults(func=run_train)
-
-
-def _optimizer_options(p: argparse.ArgumentParser) -> None:
-    """How it learns: batch, optimizer, schedule (None: from the defaults)."""
-    # Settings left out (None) come from the spec's train_defaults, then the model's registered default_cfg,
-    # then detseg's base defaults (detseg.engine.config); the run prints each value with its source.
-    p.add_argument("--batch-size", type=int, help="global batch size, split over DDP processes (base: 4)")
-    p.add_argument("--lr", type=float, help="base learning rate (base: 0.01 for sgd, 0.001 for adamw)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="base: sgd")
-    p.add_argument("--momentum", type=float, help="SGD momentum (base: 0.9)")
-    p.add_argument("--weight-decay", type=float, help="base: 1e-4 for sgd, 1e-2 for adamw")
-    p.add_argument("--schedule", choices=["poly", "cosine", "constant"], help="base: poly")
-    p.add_argument("--warmup", type=int, metavar="ITERS", help="linear warm-up iterations (base: 0)")
-    p.add_argument(
-        "--amp", action="store_true", default=None, help="mixed precision (float16 on CUDA, bfloat16 on CPU)"
-    )
-    p.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm to NORM")
-
-
-def _data_options(p: argparse.ArgumentParser) -> None:
-    """Input size, augmentation and loss."""
-    p.add_argument(
-        "--img-size",
-        type=int,
-        help="segmentation: random crop size in training (and prediction tile size); detection: "
-        "input size (default: the model's default_cfg, else its registered input size)",
-    )
-    p.add_argument(
-        "--scale-range",
-        type=float,
-        nargs=2,
-        metavar=("MIN", "MAX"),
-        help="segmentation: random rescaling before the crop (base: 0.5 2.0)",
-    )
-    p.add_argument(
-        "--vflip", type=float, metavar="P", help="vertical flip probability (segmentation and detection)"
-    )
-    p.add_argument(
-        "--rotate",
-        type=float,
-        metavar="DEG",
-        help="segmentation: random rotation in [-DEG, DEG] degrees (new corners are ignored in the loss)",
-    )
-    p.add_argument(
-        "--elastic",
-        type=float,
-        metavar="PIXELS",
-        help="segmentation: U-Net's elastic deformation, displacements of PIXELS std on a 3x3 grid (e.g. 10)",
-    )
-    p.add_argument(
-        "--zoom-out",
-        type=float,
-        metavar="MAX",
-        help="detection: SSD's zoom-out augmentation up to MAX times (base: 4; 1: none), for small objects",
-    )
-    p.add_argument(
-        "--color-jitter",
-        type=float,
-        metavar="J",
-        help="segmentation: brightness and contrast jitter, factors in [1-J, 1+J] (e.g. 0.3)",
-    )
-    p.add_argument(
-        "--no-iou-crop",
-        dest="iou_crop",
-        action="store_false",
-        default=None,
-        help="detection: leave out SSD's IoU-constrained random crop (short runs from scratch learn faster)",
-    )
-    p.add_argument(
-        "--boxes-only",
-        action="store_true",
-        default=None,
-        help="instance data (Mask R-CNN): train the box branch alone; the masks are neither read nor needed",
-    )
-    p.add_argument(
-        "--loss",
-        choices=["ce", "dice", "ce+dice", "lovasz", "ce+lovasz", "bce", "balanced-bce"],
-        help="segmentation loss (bce ones: two classes, one output channel; base: ce)",
-    )
-    p.add_argument("--class-weights", type=float, nargs="+", metavar="W", help="cross-entropy class weights")
-
-
-def _transfer_options(p: argparse.ArgumentParser) -> None:
-    """Pre-trained weights and the lecture's transfer learning."""
-    p.add_argument(
-        "--pretrained",
-        help="pre-trained weights: a name, a file, or a detseg checkpoint (RUN_DIR/best.pt) of the same "
-        "model; trained on other classes, its head is replaced (the report says which tensors)",
-    )
+    add_setting_options(p)
     p.add_argument(
         "--backbone",
         metavar="timm:NAME",
@@ -155,90 +38,44 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
         "detector (fasterrcnn*, retinanet*, ssdlite*), e.g. timm:tf_efficientnet_lite0 with --pretrained "
         "in1k (`detseg zoo list --backbones`)",
     )
-    t = p.add_argument_group("transfer learning (docs/transfer.md)")
-    t.add_argument(
-        "--freeze",
-        metavar="backbone|stages:N|bn|none",
-        help="freeze the backbone, or its first N stages; frozen BatchNorm keeps its statistics (eval mode); "
-        "bn: only the backbone's BatchNorm statistics (every weight trains)",
-    )
-    t.add_argument(
-        "--lr-backbone", type=float, metavar="LR", help="learning rate of the backbone (the rest: --lr)"
-    )
-    t.add_argument(
-        "--new-head",
-        action="store_true",
-        default=None,
-        help="replace the head even when the classes are the same",
-    )
-    t.add_argument(
-        "--extend-from",
-        metavar="CHECKPOINT",
-        help="add classes to a trained model: the data's classes must be its classes, in order, then new "
-        "ones; the old classes' head weights are kept",
-    )
-    t.add_argument(
-        "--distill",
-        type=float,
-        metavar="W",
-        help="with --extend-from: Learning without Forgetting, W x distillation of the old model's outputs "
-        "on the old classes (e.g. 1.0)",
-    )
-    t.add_argument("--temperature", type=float, metavar="T", help="distillation temperature (default 2)")
-    t.add_argument(
-        "--pseudo-labels",
-        type=float,
-        metavar="SCORE",
-        help="with --extend-from: old objects left unlabelled in the new data get the old model's "
-        "predictions scoring >= SCORE as labels (e.g. 0.5); combines with --distill",
-    )
-
-
-def _run_options(p: argparse.ArgumentParser) -> None:
-    """Model arguments, splits, evaluation and the machinery."""
-    p.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra model builder argument, e.g. --model-arg width=32 (repeatable)",
-    )
-    p.add_argument("--train-split", help="the split trained on (base: train)")
-    p.add_argument(
-        "--val-split",
-        help="evaluated every --eval-interval epochs; chooses best.pt (base: val; 'none' to skip)",
-    )
-    p.add_argument(
-        "--test-split",
-        help="scored once at the end, with last.pt and best.pt (RUN_DIR/test.json); must differ from the "
-        "training and validation splits",
-    )
-    p.add_argument("--eval-interval", type=int, metavar="EPOCHS", help="base: 1")
-    p.add_argument(
-        "--sync-bn", action="store_true", default=None, help="DDP: synchronise BatchNorm statistics"
-    )
-    p.add_argument(
-        "--ema",
-        type=float,
-        metavar="DECAY",
-        help="evaluate and predict with an exponential moving average of the weights (e.g. 0.99)",
-    )
-    p.add_argument(
-        "--channels-last",
-        action="store_true",
-        default=None,
-        help="NHWC memory format: about 1.4x faster convolutions on CPU (U-Net: 0.41 s a step, not 0.59)",
-    )
-    p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard scalars")
     p.add_argument(
         "--report",
         type=Path,
         metavar="DIR",
         help="at the end, an HTML evaluation report of best.pt on the validation split (DIR/index.html)",
     )
-    p.add_argument(
-        "--quiet", action="store_true", default=None, help="no settings, progress bars or per-epoch lines"
-    )
+    p.set_defaults(func=run_train)
+
+
+def add_setting_options(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One option per training setting (each of ``names``, else every one with an option) as
+    :class:`~detseg.engine.config.RunConfig` declares it: flag, type, help. Left out, each is None (not
+    given): the spec's train_defaults, the model family's and detseg's defaults fill it."""
+    from detseg.engine.config import SETTINGS, base_text
+
+    groups: dict[str, Any] = {}
+    for f in SETTINGS:
+        meta, cli = f.metadata, dict(f.metadata["cli"])
+        if meta["flag"] is None or (names is not None and f.name not in names):
+            continue
+        where: Any = p
+        for key, make in (("group", p.add_argument_group), ("exclusive", None)):
+            if key in cli:
+                title = cli.pop(key)
+                if title not in groups:
+                    groups[title] = make(title) if make else where.add_mutually_exclusive_group()
+                where = groups[title]
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        off_flag = cli.pop("off_flag", None)  # --no-amp: the same as --amp off
+        kwargs = {"dest": f.name, "help": meta["help"].replace("{base}", base_text(f.name)), **cli}
+        if meta["type"] is bool:
+            kwargs["action"] = "store_false" if flag.startswith("--no-") else "store_true"
+        else:
+            kwargs["type"] = meta["type"]
+        kwargs.update(required=True) if meta["required"] else kwargs.update(default=None)
+        where.add_argument(flag, **kwargs)
+        if off_flag:
+            where.add_argument(off_flag, dest=f.name, action="store_const", const="off", help=f"{flag} off")
 
 
 def _register_predict(subparsers: argparse._SubParsersAction) -> None:
@@ -259,8 +96,7 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--source", required=True, type=Path, help="an image, a folder of images or a video")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--device", default="auto")
-    q.add_argument("--tile", type=int, help="segmentation tile size (default: the training --img-size)")
-    q.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
+    add_slicing_options(q)
     q.add_argument("--score-threshold", type=float, default=0.3, help="detection: boxes drawn and written")
     q.add_argument(
         "--tta",
@@ -276,6 +112,32 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--img-size", type=int, help="an ONNX file without detseg metadata: its tile size")
     q.set_defaults(func=run_predict)
+
+
+def add_slicing_options(p: argparse.ArgumentParser) -> None:
+    """``--tile``/``--slice`` and ``--overlap`` (segmenters' windows, detectors' slices) and the detectors'
+    sliced-inference options (docs/detection.md#sliced-inference), shared by predict and eval det."""
+    with_tile = "detection with --tile: "
+    p.add_argument("--tile", "--slice", type=int, metavar="SIZE",
+                   help="segmentation: tile size (default: the training --img-size); detection: run the "
+                   "detector on overlapping SIZE x SIZE slices and merge their boxes (default: whole images)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap, in [0, 1) (default 0.25)")
+    p.add_argument("--full-image", action="store_true",
+                   help=with_tile + "also run the whole image and merge its boxes with the slices'")
+    p.add_argument("--merge", choices=("greedy-nmm", "nmm", "nms"),
+                   help=with_tile + "how overlapping boxes become one (default greedy-nmm, as SAHI)")
+    p.add_argument("--match", choices=("ios", "iou"),
+                   help=with_tile + "boxes match by intersection over the smaller box (ios, default: boxes "
+                   "cut by slice borders) or over the union (iou: dense scenes)")
+    p.add_argument("--merge-threshold", type=float, metavar="T", help=with_tile + "match at T (default 0.5)")
+    p.add_argument("--tile-batch", type=int, metavar="N",
+                   help="slices (detection) or tiles (segmentation, default 4) per model call")
+
+
+def slicing_options(args: argparse.Namespace) -> dict:
+    """The parsed :func:`add_slicing_options` as :func:`detseg.engine.slicing.with_slicing` takes them."""
+    names = ("tile", "overlap", "full_image", "merge", "match", "merge_threshold", "tile_batch")
+    return {name: getattr(args, name) for name in names}
 
 
 def parse_model_args(items: list[str]) -> dict:
@@ -294,21 +156,16 @@ def parse_model_args(items: list[str]) -> dict:
 def run_config(args: argparse.Namespace):
     """The :class:`~detseg.engine.config.RunConfig` of a parsed ``detseg train`` command line (options
     left out stay None: the model's and the spec's defaults fill them)."""
-    from dataclasses import fields
+    from detseg.engine.config import SETTINGS, RunConfig
 
-    from detseg.engine.config import RunConfig
-
-    names = {f.name for f in fields(RunConfig)} - {"sources", "model_args", "scale_range", "out"}
-    values = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    model_args = parse_model_args(args.model_arg)
+    values = {f.name: getattr(args, f.name) for f in SETTINGS if getattr(args, f.name, None) is not None}
+    model_args = parse_model_args(values.pop("model_args", []))
     if getattr(args, "backbone", None):
         model_args.setdefault("backbone", args.backbone)
-    return RunConfig(
-        out=args.out or Path("runs") / args.model,
-        model_args=model_args or None,
-        scale_range=tuple(args.scale_range) if args.scale_range else None,
-        **values,
-    )
+    if "scale_range" in values:
+        values["scale_range"] = tuple(values["scale_range"])
+    values.setdefault("out", Path("runs") / args.model)
+    return RunConfig(model_args=model_args or None, **values)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -357,6 +214,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if getattr(args, "model", None) and args.weights is None and _is_classifier(args.model):
+        from detseg.engine.slicing import with_slicing
+
+        with_slicing(None, "classify", **slicing_options(args))  # the detectors' options: refused
         return _predict_pretrained(args, device)
     if args.weights is None and not getattr(args, "model", None):
         raise ValueError("give --weights RUN/best.pt, or --model NAME --pretrained WEIGHTS")
@@ -374,9 +234,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _is_classifier(model: str) -> bool:
-    from detseg.models.zoo import model_info
+    from detseg.models.registry import is_timm_name, model_info
 
-    return model.startswith("timm:") or model_info(model).task == "classify"
+    return is_timm_name(model) or model_info(model).task == "classify"
 
 
 def _predict(args: argparse.Namespace, device: str, predict) -> dict:
@@ -387,8 +247,7 @@ def _predict(args: argparse.Namespace, device: str, predict) -> dict:
         args.source,
         args.out,
         device=device,
-        tile=args.tile,
-        overlap=args.overlap,
+        **slicing_options(args),
         score_threshold=args.score_threshold,
         tta=args.tta,
         batch_size=args.batch_size,

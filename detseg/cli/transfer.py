@@ -12,7 +12,14 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")  # detseg.transfer.study.MODES
+from detseg.cli.train import add_setting_options
+from detseg.engine.config import TUNABLE
+from detseg.transfer.study_config import MODES  # light: no torch, no models
+
+# The RunConfig settings with an option here: the recipe (epochs is the study's own), the seed, the workers.
+RUN_OPTIONS = tuple(
+    n for n in (*TUNABLE, "seed", "workers") if n not in ("epochs", "eval_interval", "model_args")
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,10 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="study folder (runs, report)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of every run on the target (default 10)")
     p.add_argument("--source-epochs", type=int, help="epochs of the source model (default: --epochs)")
-    p.add_argument("--img-size", type=int, help="training input size (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, help="learning rate of every run (default: 0.01 sgd, 0.001 adamw)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     p.add_argument(
         "--lr-backbone", type=float, metavar="LR",
         help="fine_tuning: the pre-trained backbone's learning rate (default: --lr; e.g. a tenth of it)",
@@ -52,8 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--freeze-bn", action="store_true",
         help="fine_tuning: keep the backbone's pre-trained BatchNorm statistics (every weight still trains)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument(
         "--model-arg",
@@ -98,6 +99,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-split", help="source split scored (default val, else test)")
     p.add_argument("--target-split", help="target split scored (default val, else test)")
     p.add_argument("--verbose", action="store_true", help="show every run's epochs")
+    # Every run's training recipe, as detseg train takes it; left out: the spec's, the model family's and
+    # detseg's defaults (so a U-Net study trains with U-Net's AdamW recipe).
+    add_setting_options(
+        p.add_argument_group("every run's training (left out: the model's defaults)"), RUN_OPTIONS
+    )
     p.set_defaults(func=run_transfer_study)
 
 
@@ -108,12 +114,19 @@ def run_transfer_study(args: argparse.Namespace) -> int:
     from detseg.transfer.study import run_study
     from detseg.transfer.study_config import StudyConfig
 
-    # Options named as StudyConfig fields pass as they are (train_args has none); these three are parsed.
-    passed = {f.name for f in fields(StudyConfig)} - {"model_args", "class_map", "quiet"}
+    # Options named as StudyConfig fields pass as they are; these three are parsed; the other training
+    # settings given go to every run as train_args.
+    passed = {f.name for f in fields(StudyConfig)} - {"model_args", "class_map", "quiet", "train_args"}
     given = {k: v for k, v in vars(args).items() if k in passed}
+    train_args = {
+        k: getattr(args, k) for k in RUN_OPTIONS if k not in passed and getattr(args, k, None) is not None
+    }
+    if "scale_range" in train_args:
+        train_args["scale_range"] = tuple(train_args["scale_range"])
     config = StudyConfig(
         **given,
         model_args=parse_model_args(args.model_arg),
+        train_args=train_args,
         class_map=parse_class_map(args.class_map) or None,
         quiet=not args.verbose,
     )

@@ -1,4 +1,5 @@
-"""``detseg zoo list | bench | build``: the model-zoo table, its measured figures, offline zoo weights."""
+"""``detseg zoo list | bench | build | figures``: the model-zoo table, its measured figures, offline zoo
+weights, and docs/figures.md from the recorded measurements."""
 
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--figures", help="figures file to record the accuracy in (default: the package's)")
     build.add_argument("--no-record", action="store_true", help="do not write the accuracy figure")
     build.set_defaults(func=run_build)
+
+    figs = sub.add_parser("figures", help="docs/figures.md from the recorded measurements",
+                          description="Every recorded figure (detseg/zoo/measurements.json) as markdown.")
+    figs.add_argument("--measurements", help="measurements file (default: the package's)")
+    figs.add_argument("--write", metavar="PATH", help="write the page to PATH (docs/figures.md), not stdout")
+    figs.add_argument("--check", metavar="PATH", help="exit 1 when PATH differs from what would be written")
+    figs.set_defaults(func=run_figures)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -102,6 +110,26 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"{args.name}: {result['metric']} {result['value']:.4f} on {result['data']}; weights "
           f"{result['path']} (sha256 {result['sha256'][:16]}...); load with "
           f"create_model({args.name!r}, pretrained='zoo')")
+    return 0
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detseg.zoo.measurements import load_measurements, render_figures_md
+
+    page = render_figures_md(load_measurements(args.measurements))
+    if args.check:
+        if Path(args.check).read_text() != page:
+            print(f"{args.check} differs from the recorded measurements; "
+                  f"run: detseg zoo figures --write {args.check}")
+            return 1
+        print(f"{args.check} is up to date")
+    elif args.write:
+        Path(args.write).write_text(page)
+        print(f"wrote {args.write}")
+    else:
+        print(page, end="")
     return 0
 
 

@@ -383,7 +383,7 @@ class SegmentationDataset(_SkipMixin, Dataset):
                     missing[0],
                     "image file not found"
                     if missing[0] == entry[0]
-                    else f"mask file not found for image {entry[2]}",
+                    else f"mask file not found for image {entry[0]}",
                 )
                 if problems is None:
                     raise error
@@ -408,6 +408,21 @@ class SegmentationDataset(_SkipMixin, Dataset):
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
+
+    def verify(self) -> None:
+        """Read every label file before any training: the first mask whose values are outside the spec's
+        ``values`` or whose size differs from its image's raises a DataError naming the file(s)."""
+        if self._coco is not None:
+            return  # COCO annotations are checked at construction
+        for image_path, mask_ref, _ in self.entries:
+            height, width = image_size(image_path)
+            raw = read_mask(mask_ref)
+            if raw.shape != (height, width):
+                raise DataError(
+                    mask_ref,
+                    f"mask is {raw.shape[1]}x{raw.shape[0]} but its image {image_path} is {width}x{height}",
+                )
+            map_mask_values(raw, self.table, mask_ref)
 
     def read_semantic(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """The class-index mask ``int64 [H, W]`` of sample ``index`` (checked against ``size`` = (H, W))."""

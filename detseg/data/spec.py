@@ -2,8 +2,8 @@
 
 Every command that reads data takes ``--data SPEC``. ``load_spec`` also accepts a bare COCO json
 (task detect; its categories are the classes; the one file serves every split) and a VOC folder
-(``Annotations/`` + ``JPEGImages/``, splits from ``ImageSets/Main/*.txt``). The schema is in the
-README's "Dataset spec" section.
+(``Annotations/`` + ``JPEGImages/``, splits from ``ImageSets/Main/*.txt``). The schema is in
+docs/data.md, section "Dataset spec" (docs/data.md#dataset-spec).
 
 Instance segmentation (``task: instance``) reads what detection reads plus a mask per object: COCO
 json with polygons or RLE, Cityscapes instanceIds, or (format ``masks``) a folder of semantic masks

@@ -1,25 +1,27 @@
-"""The training engine shared by segmentation and detection: trainer, checkpoints, schedules, DDP, logs."""
+"""The training engine shared by segmentation and detection: trainer, checkpoints, schedules, DDP, logs.
 
-from detseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from detseg.engine.config import RunConfig, resolve_config
-from detseg.engine.predict import load_model
-from detseg.engine.run import train
-from detseg.engine.schedules import build_scheduler
-from detseg.engine.tasks import DetectionTask, SegmentationTask
-from detseg.engine.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainingInterrupted
+Its names are imported on first use (as :mod:`detseg` does), so that ``import detseg.engine.config``
+stays free of torch and of the models.
+"""
 
-__all__ = [
-    "DetectionTask",
-    "NonFiniteLossError",
-    "RunConfig",
-    "SegmentationTask",
-    "TrainConfig",
-    "Trainer",
-    "TrainingInterrupted",
-    "build_scheduler",
-    "load_checkpoint",
-    "load_model",
-    "resolve_config",
-    "save_checkpoint",
-    "train",
-]
+from detseg.lazy import lazy_names
+
+# name -> the module of detseg.engine that defines it
+_NAMES = {
+    "DetectionTask": "tasks",
+    "NonFiniteLossError": "trainer",
+    "RunConfig": "config",
+    "SegmentationTask": "tasks",
+    "TrainConfig": "trainer",
+    "Trainer": "trainer",
+    "TrainingInterrupted": "trainer",
+    "build_scheduler": "schedules",
+    "load_checkpoint": "checkpoint",
+    "load_model": "loader",
+    "resolve_config": "config",
+    "save_checkpoint": "checkpoint",
+    "train": "run",
+}
+__all__ = list(_NAMES)
+
+lazy_names(__name__, _NAMES)

@@ -1,6 +1,6 @@
 """A registered model with pre-trained weights, used as is: built, loaded, its classes named, with the
 ``meta`` a detseg checkpoint carries, so that prediction, evaluation and :func:`detseg.load` treat it
-as a trained run.
+as a trained run (:mod:`detseg.engine.loader` calls it for a model name with its weights).
 
     model, meta = load_pretrained_model("ssd300_vgg16", "COCO_V1")
     meta["classes"][:3], meta["category_ids"][:3]    # ['person', 'bicycle', 'car'], [1, 2, 3]
@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from detseg.models.registry import is_timm_name
 
 
 def infer_num_classes(name: str, state: dict[str, torch.Tensor]) -> int | None:
@@ -44,31 +46,17 @@ def infer_num_classes(name: str, state: dict[str, torch.Tensor]) -> int | None:
     return None
 
 
-def _is_checkpoint(source: Any) -> bool:
-    from detseg.models.weights import split_sha256
-
-    path = Path(split_sha256(source)[0]) if isinstance(source, (str, Path)) else None
-    if path is None or not (path.is_file() or (path.is_dir() and any(path.glob("*.pt")))):
-        return False
-    try:
-        from detseg.engine.checkpoint import load_checkpoint
-
-        load_checkpoint(path)
-    except ValueError:
-        return False
-    return True
-
-
 def load_pretrained_model(
     name: str, pretrained: Any, device: str | torch.device = "cpu", **kwargs: Any
 ) -> tuple[nn.Module, dict[str, Any]]:
     """``name`` with ``pretrained`` loaded, in eval mode on ``device``, and its ``meta`` (task, model,
-    model_kwargs, classes, category_ids for detectors, channels, the weights' description)."""
+    model_kwargs, classes, category_ids for detectors, channels, the weights' description). A detseg
+    checkpoint as ``pretrained`` goes through :func:`detseg.engine.loader.load`, which calls this."""
     from detseg.models import torchvision_weights as tvw
     from detseg.models.weights import resolve_weights, split_sha256
     from detseg.models.zoo import create_model, model_info
 
-    if name.startswith("timm:"):  # timm's classifiers (detseg.models.timm_models)
+    if is_timm_name(name):  # timm's classifiers (detseg.models.timm_models)
         model = create_model(name, pretrained=pretrained, **kwargs)
         names = list(getattr(model, "class_names", None) or [f"class_{i}" for i in range(model.num_classes)])
         meta = {"task": "classify", "model": name, "classes": names, "channels": 3, "img_size": None,
@@ -79,13 +67,6 @@ def load_pretrained_model(
         raise ValueError(f"--model {name}: give its weights with --pretrained (e.g. "
                          f"{', '.join(tvw.weights_names(info)[:2]) or 'a file'})")
     tvw.check_weights_name(info, pretrained)
-    if _is_checkpoint(pretrained):
-        from detseg.engine.predict import load_model
-
-        model, meta = load_model(split_sha256(pretrained)[0], device)
-        if meta.get("model") != name:
-            raise ValueError(f"{pretrained}: a checkpoint of {meta.get('model')!r}, not of {name!r}")
-        return model, meta
     if tvw.full_weights(info, pretrained) is None and "num_classes" not in kwargs:
         # A file: torchvision's own (named as torchvision names it) or a state dict of some class count.
         resolved = resolve_weights(pretrained)
@@ -139,4 +120,4 @@ def is_weights_name(source: Any) -> bool:
     text = str(source)
     if Path(text).exists():
         return False
-    return text.startswith(("zoo:", "http://", "https://", "timm:")) or is_torchvision_name(text)
+    return is_timm_name(text) or text.startswith(("zoo:", "http://", "https://")) or is_torchvision_name(text)

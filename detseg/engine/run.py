@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from detseg.engine.config import RunConfig, resolve_config
+from detseg.engine.config import KEPT_ON_RESUME, RunConfig, resolve_config
 from detseg.engine.trainer import TrainConfig
 
 
@@ -62,23 +62,17 @@ def train(
     info = model_info(config.model)
     spec = load_spec(config.data)
     rc = resolve_config(config, info, spec)
+    resume = _resume_path(rc.resume, Path(rc.out))
+    if resume is not None:  # the transfer settings of the run it continues
+        rc = resolve_config(config, info, spec, resumed_settings(resume))
     _check_run(rc, spec)
     model, data, out = rc.model, rc.data, Path(rc.out)
     if rc.device == "auto":
         rc.device = "cuda" if torch.cuda.is_available() else "cpu"
     val_split = rc.val_split
-    resume = _resume_path(rc.resume, out)
-    config_fields = {k: getattr(rc, k) for k in ("freeze", "lr_backbone")}
-    settings = _transfer_settings(
-        resume, config_fields, rc.extend_from, rc.distill, rc.temperature, rc.new_head, rc.pseudo_labels
-    )
-    rc.freeze, rc.lr_backbone = config_fields["freeze"], config_fields["lr_backbone"]
-    extend_from, distill, temperature, new_head, pseudo_labels = (
-        settings[k] for k in ("extend_from", "distill", "temperature", "new_head", "pseudo_labels")
-    )
     family = task_family(spec.task)  # an instance data set trains detectors (boxes), Mask R-CNN's masks too
     instance = spec.task == "instance" and predicts_masks(info) and not rc.boxes_only
-    source = _source_checkpoint(extend_from, rc.pretrained, model, family)
+    source = _source_checkpoint(rc.extend_from, rc.pretrained, model, family)
     if info.task != family:
         raise ValueError(
             f"model {model!r} is a {info.task} model but {data} is a {spec.task} data set; "
@@ -113,14 +107,12 @@ def train(
                 why = "--boxes-only" if rc.boxes_only else f"{data} is a {spec.task} data set"
                 print(f"detseg train: {why}: training the box branch only (an instance data set without "
                       "--boxes-only trains the masks too)", file=sys.stderr)
-        transfer = _apply_source(net, model, kwargs, source, classes, extend_from, new_head)
-        transfer.update(
-            distill=distill, temperature=temperature, new_head=new_head, pseudo_labels=pseudo_labels
-        )
+        transfer = _apply_source(net, model, kwargs, source, classes, rc.extend_from, rc.new_head)
+        transfer.update({k: getattr(rc, k) for k in ("distill", "temperature", "new_head", "pseudo_labels")})
         if transfer.get("summary") and dist_info.is_main and not rc.quiet:
             print(f"detseg train: {transfer['summary']}", file=sys.stderr)
-        if distill or pseudo_labels:
-            task = _old_model_tasks(task, net, _build_source_model(model, source), settings)
+        if rc.distill or rc.pseudo_labels:
+            task = _old_model_tasks(task, net, _build_source_model(model, source), rc)
         meta = _checkpoint_meta(rc, info, spec, net, kwargs, classes, size, instance)
         meta["builder_pretrained"] = str(builder_pretrained) if builder_pretrained else None
         meta["transfer"] = transfer
@@ -130,6 +122,9 @@ def train(
         cfg = trainer_config(rc)
         cfg.extra = _run_extra(rc, size)
         trainer = Trainer(net, task, train_set, val_set, cfg, collate_fn=collate, meta=meta)
+        rc.amp, rc.amp_reason = trainer.amp, trainer.amp_reason  # what --amp auto chose (config.json)
+        if dist_info.is_main and not rc.quiet:
+            print(f"detseg train: amp {'on' if rc.amp else 'off'} ({rc.amp_reason})", file=sys.stderr)
         if spec.task == "segment" and trainer.val_loader is not None:  # sizes may differ: one at a time
             trainer.val_loader = _one_at_a_time(trainer.val_loader, val_set, cfg.workers, collate)
         if trainer.freeze_report is not None:
@@ -161,27 +156,70 @@ def _datasets(rc: RunConfig, spec: Any, size: Any, instance: bool) -> tuple[Any,
 
         train_set, val_set, task, collate, _ = build_classification(spec, rc.train_split, val_split, size)
         return train_set, val_set, task, collate
+    train_tf = train_preset(rc, spec, size)
     if spec.task == "segment":
-        from detseg.data.transforms import segmentation_eval_preset, segmentation_train_preset
+        from detseg.data.transforms import segmentation_eval_preset
 
-        train_tf = segmentation_train_preset(
+        val_tf, collate = segmentation_eval_preset(), collate_segmentation
+    else:
+        from detseg.data.transforms import detection_eval_preset
+
+        val_tf, collate = detection_eval_preset(size), collate_detection
+    train_set = training_set(rc, spec, rc.train_split, train_tf, size, instance)
+    if getattr(rc, "tile", None) and spec.task in ("detect", "instance"):  # large images: train on tiles
+        train_set = _tiled(rc, train_set)
+    val_set = build_dataset(spec, val_split, val_tf, boxes_only=not instance) if validate else None
+    if spec.task == "segment":  # a bad label file stops the run before it trains, not in its 10th epoch
+        for dataset in (train_set, val_set):
+            if dataset is not None:
+                getattr(dataset, "dataset", dataset).verify()  # under MixDataset: the split it reads
+    return train_set, val_set, None, collate
+
+
+def training_set(
+    rc: RunConfig, spec: Any, split: str, transforms: Any, size: Any, instance: bool, skip_bad: bool = False
+) -> Any:
+    """The split read with ``transforms`` (the train preset); with ``mosaic``, ``mixup`` or ``copy_paste``,
+    read as it is and wrapped in :class:`~detseg.data.mix.MixDataset`, which mixes samples and then
+    applies ``transforms`` (``instance``: the masks are kept for the model)."""
+    from detseg.data.dataset import build_dataset
+
+    if not (rc.mosaic or rc.mixup or rc.copy_paste):
+        return build_dataset(spec, split, transforms, skip_bad=skip_bad, boxes_only=not instance)
+    from detseg.data.mix import MixDataset
+
+    # Copy-paste cuts objects out by their masks: they are read even for a box model (and dropped after).
+    raw = build_dataset(spec, split, None, skip_bad=skip_bad, boxes_only=not (instance or rc.copy_paste))
+    return MixDataset(
+        raw, transforms, size=size, mosaic=rc.mosaic, mixup=rc.mixup, copy_paste=rc.copy_paste,
+        close_mosaic=rc.close_mosaic, keep_masks=instance, ignore_index=spec.ignore_index,
+    )  # fmt: skip
+
+
+def _tiled(rc: RunConfig, train_set: Any) -> Any:
+    """``--tile``: the training set cut into tiles (:class:`~detseg.data.tiles.TiledDataset`)."""
+    from detseg.data.tiles import TiledDataset
+
+    if getattr(rc, "mosaic", None) or getattr(rc, "mixup", None) or getattr(rc, "copy_paste", None):
+        raise ValueError("--tile does not combine with --mosaic, --mixup or --copy-paste")
+    return TiledDataset(train_set, rc.tile, rc.tile_overlap, rc.tile_min_visibility)
+
+
+def train_preset(rc: RunConfig, spec: Any, size: Any) -> Any:
+    """The training augmentation of a resolved run config for a segmentation or detection spec (what
+    ``detseg train`` applies, and what ``detseg data show --augment`` draws)."""
+    if spec.task == "segment":
+        from detseg.data.transforms import segmentation_train_preset
+
+        return segmentation_train_preset(
             size, tuple(rc.scale_range), ignore_index=spec.ignore_index, vflip_prob=rc.vflip,
             rotate=rc.rotate, elastic=rc.elastic, color_jitter=rc.color_jitter,
         )  # fmt: skip
-        val_tf, collate = segmentation_eval_preset(), collate_segmentation
-    else:
-        from detseg.data.transforms import detection_eval_preset, detection_train_preset
+    from detseg.data.transforms import detection_train_preset
 
-        train_tf, val_tf, collate = (
-            detection_train_preset(
-                size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop, vflip_prob=rc.vflip
-            ),
-            detection_eval_preset(size),
-            collate_detection,
-        )
-    train_set = build_dataset(spec, rc.train_split, train_tf, boxes_only=not instance)
-    val_set = build_dataset(spec, val_split, val_tf, boxes_only=not instance) if validate else None
-    return train_set, val_set, None, collate
+    return detection_train_preset(
+        size, zoom_out_range=(1.0, float(rc.zoom_out)), iou_crop=rc.iou_crop, vflip_prob=rc.vflip
+    )
 
 
 def _builder_kwargs(rc: RunConfig, kwargs: dict[str, Any], source: dict | None) -> tuple[dict, Any]:
@@ -236,6 +274,7 @@ def _run_extra(rc: RunConfig, size: Any) -> dict[str, Any]:
         "color_jitter": rc.color_jitter,
         "zoom_out": rc.zoom_out,
         "iou_crop": rc.iou_crop,
+        **{k: getattr(rc, k) for k in ("mosaic", "mixup", "copy_paste", "close_mosaic")},
         "model_args": rc.model_args or {},
         "test_split": rc.test_split,
         "sources": dict(rc.sources),
@@ -252,7 +291,19 @@ def _check_run(rc: RunConfig, spec: Any) -> None:
             raise ValueError(f"--{name} must be positive, got {value}")
     if rc.zoom_out < 1:
         raise ValueError(f"zoom_out must be >= 1 (1: no zoom out), got {rc.zoom_out}")
+    check_mixing(rc)
     _check_test_split(rc, spec)
+    _check_transfer(rc)
+
+
+def check_mixing(rc: RunConfig) -> None:
+    """``--mosaic``, ``--mixup``, ``--copy-paste`` are probabilities; ``--close-mosaic`` is >= 0 epochs."""
+    for name in ("mosaic", "mixup", "copy_paste"):
+        value = getattr(rc, name)
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a probability in [0, 1], got {value}")
+    if int(rc.close_mosaic) < 0:
+        raise ValueError(f"--close-mosaic must be >= 0 epochs, got {rc.close_mosaic}")
 
 
 def _resume_path(resume: Any, out: Path) -> Any:
@@ -317,16 +368,16 @@ def _task_and_kwargs(
     return task, kwargs
 
 
-def _old_model_tasks(task: Any, net: Any, old_model: Any, settings: dict[str, Any]) -> Any:
+def _old_model_tasks(task: Any, net: Any, old_model: Any, rc: RunConfig) -> Any:
     """``task`` wrapped for Learning without Forgetting (``distill``) and the old model's pseudo-labels."""
-    if settings["distill"]:
+    if rc.distill:
         from detseg.transfer.lwf import LwFTask
 
-        task = LwFTask(task, net, old_model, settings["distill"], settings["temperature"])
-    if settings["pseudo_labels"]:
+        task = LwFTask(task, net, old_model, rc.distill, rc.temperature)
+    if rc.pseudo_labels:
         from detseg.transfer.pseudo import PseudoLabelTask
 
-        task = PseudoLabelTask(task, old_model, settings["pseudo_labels"])
+        task = PseudoLabelTask(task, old_model, rc.pseudo_labels)
     return task
 
 
@@ -407,83 +458,41 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)  # atomic
 
 
-def _transfer_settings(
-    resume: str | Path | None,
-    config: dict[str, Any],
-    extend_from: str | Path | None,
-    distill: float | None,
-    temperature: float | None,
-    new_head: bool,
-    pseudo_labels: float | None = None,
-) -> dict[str, Any]:
-    """The transfer settings of this run; resuming, those of the run it continues (a different explicit
-    value is refused: the optimizer's groups, the frozen layers and the teacher must stay the same)."""
+def resumed_settings(path: str | Path) -> dict[str, Any]:
+    """The :data:`~detseg.engine.config.KEPT_ON_RESUME` settings of the run a checkpoint continues, as it
+    records them (its config, then its meta's ``transfer``; older checkpoints lack some)."""
     from detseg.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    saved_cfg, saved_meta = state.get("config", {}), state.get("meta", {})
+    saved = {}
+    for name in KEPT_ON_RESUME:
+        if name in saved_cfg:
+            saved[name] = saved_cfg[name]
+        elif "transfer" in saved_meta:
+            saved[name] = (saved_meta["transfer"] or {}).get(name)
+    return saved
+
+
+def _check_transfer(rc: RunConfig) -> None:
+    """Refuse bad transfer settings before any data is read; bring them to their types."""
     from detseg.transfer.freeze import parse_freeze
 
-    given = {
-        "freeze": config.get("freeze"),
-        "lr_backbone": config.get("lr_backbone"),
-        "extend_from": str(extend_from) if extend_from else None,
-        "distill": distill,
-        "temperature": temperature,
-        "new_head": new_head or None,
-        "pseudo_labels": pseudo_labels,
-    }
-    if resume is not None:
-        state = load_checkpoint(resume)
-        saved_cfg, saved_meta = state.get("config", {}), state.get("meta", {})
-        saved_tr = saved_meta.get("transfer") or {}
-        # Only what the checkpoint records (older checkpoints lack some): a recorded None is a value too,
-        # e.g. no --lr-backbone, whose optimizer has no backbone groups to load.
-        saved = {k: saved_cfg[k] for k in ("freeze", "lr_backbone") if k in saved_cfg}
-        if "transfer" in saved_meta:
-            keys = ("extend_from", "distill", "temperature", "new_head", "pseudo_labels")
-            saved.update({k: saved_tr.get(k) for k in keys})
-        for key, value in saved.items():
-            if given[key] is None:
-                given[key] = value
-            elif _differs(given[key], value, key):
-                raise ValueError(
-                    f"--resume {resume}: the run was trained with {key}={value!r}, not {given[key]!r} "
-                    "(leave it out to continue as it was)"
-                )
-    config["freeze"] = given["freeze"] or "none"
-    parse_freeze(config["freeze"])  # a bad --freeze fails here, before any data is read
-    config["lr_backbone"] = given["lr_backbone"]
-    if given["lr_backbone"] is not None and float(given["lr_backbone"]) < 0:
-        raise ValueError(f"--lr-backbone must be >= 0, got {given['lr_backbone']}")
-    distill_weight = float(given["distill"] or 0.0)
-    if distill_weight < 0:
-        raise ValueError(f"--distill must be >= 0, got {distill_weight}")
-    if distill_weight and not given["extend_from"]:
+    rc.freeze = rc.freeze or "none"
+    parse_freeze(rc.freeze)
+    if rc.lr_backbone is not None and float(rc.lr_backbone) < 0:
+        raise ValueError(f"--lr-backbone must be >= 0, got {rc.lr_backbone}")
+    rc.extend_from = str(rc.extend_from) if rc.extend_from else None
+    rc.distill, rc.temperature = float(rc.distill or 0.0), float(rc.temperature or 2.0)
+    rc.new_head, rc.pseudo_labels = bool(rc.new_head), float(rc.pseudo_labels or 0.0) or None
+    if rc.distill < 0:
+        raise ValueError(f"--distill must be >= 0, got {rc.distill}")
+    if rc.distill and not rc.extend_from:
         raise ValueError("--distill needs --extend-from CHECKPOINT: the old model whose outputs it keeps")
-    pseudo = float(given["pseudo_labels"] or 0.0)
-    if not 0.0 <= pseudo <= 1.0:
-        raise ValueError(f"--pseudo-labels is a score threshold in (0, 1], got {pseudo}")
-    if pseudo and not given["extend_from"]:
+    if rc.pseudo_labels is not None and not 0.0 <= rc.pseudo_labels <= 1.0:
+        raise ValueError(f"--pseudo-labels is a score threshold in (0, 1], got {rc.pseudo_labels}")
+    if rc.pseudo_labels and not rc.extend_from:
         raise ValueError("--pseudo-labels needs --extend-from CHECKPOINT: the old model that labels")
-    return {
-        "pseudo_labels": pseudo or None,
-        "extend_from": given["extend_from"],
-        "distill": distill_weight,
-        "temperature": float(given["temperature"] or 2.0),
-        "new_head": bool(given["new_head"]),
-    }
-
-
-def _differs(given: Any, saved: Any, key: str) -> bool:
-    """Whether an explicit setting disagrees with the resumed run's (freeze specs compared parsed;
-    ``new_head=False`` is the flag left out)."""
-    if key == "freeze":
-        from detseg.transfer.freeze import parse_freeze
-
-        return parse_freeze(given) != parse_freeze(saved)
-    if key == "new_head":
-        return bool(given) != bool(saved)
-    if key in ("distill", "pseudo_labels"):
-        return float(given or 0.0) != float(saved or 0.0)
-    return given != saved
 
 
 def _source_checkpoint(
@@ -631,6 +640,7 @@ def run_evaluation(
     model_name: str | None = None,
     pretrained: Any = None,
     class_map: dict[str, str] | None = None,
+    slicing: dict[str, Any] | None = None,
 ):
     """Run a saved model over a split; returns the task holding what it saw (``eval_end()`` gives the
     metrics; a detection task's ``coco_inputs()`` gives ground truth and results for full reports).
@@ -638,23 +648,22 @@ def run_evaluation(
     ``keep_predictions``: a segmentation task also keeps ``kept``, (prediction, truth) per image.
     ``model_name`` + ``pretrained`` instead of ``weights``: a model used as is with its weights' classes,
     matched to the data's by name and ``class_map`` (:mod:`detseg.engine.class_map`); the task's
-    ``class_match`` says which were matched and which data classes the model does not know."""
+    ``class_match`` says which were matched and which data classes the model does not know.
+    ``slicing`` (detectors): sliced inference on the images at their own size, ``{"tile": 512,
+    "overlap": 0.25, ...}`` as :func:`detseg.engine.slicing.with_slicing` takes them."""
     import torch
 
     from detseg.data.dataset import build_dataset, collate_detection, collate_segmentation
     from detseg.data.spec import load_spec
     from detseg.engine.checkpoint import check_classes
-    from detseg.engine.predict import load_model
+    from detseg.engine.loader import load
+    from detseg.engine.slicing import with_slicing
     from detseg.engine.tasks import DetectionTask, InstanceTask, SegmentationTask
     from detseg.engine.tta import with_tta
 
+    model, meta = load(model_name if model_name is not None else weights, pretrained, device)
     if model_name is not None:
-        from detseg.engine.pretrained import load_pretrained_model
-
-        model, meta = load_pretrained_model(model_name, pretrained, device)
         weights = f"{model_name} ({meta['weights']})"
-    else:
-        model, meta = load_model(weights, device)
     spec = load_spec(data)
     if task_family(spec.task) != meta.get("task"):
         raise ValueError(f"{weights} is a {meta.get('task')} model but {data} is a {spec.task} data set")
@@ -677,7 +686,7 @@ def run_evaluation(
     else:
         from detseg.data.transforms import detection_eval_preset
 
-        size = meta.get("img_size")
+        size = None if (slicing or {}).get("tile") else meta.get("img_size")  # slices: images at their size
         masks = bool(getattr(model, "uses_masks", False))  # Mask R-CNN: masks scored where the data have them
         dataset = build_dataset(
             spec, split, detection_eval_preset(tuple(size) if isinstance(size, list) else size),
@@ -695,6 +704,7 @@ def run_evaluation(
     else:
         check_classes(meta["classes"], list(dataset.classes), where=f"{weights} vs {data}")
     task.class_match = match
+    model = with_slicing(model, spec.task, **(slicing or {}))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     task.eval_begin()
     task.kept = [] if keep_predictions else None

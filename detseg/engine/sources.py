@@ -1,4 +1,5 @@
-"""What ``predict`` reads: an image, a folder of any size, or a video, as batches of :class:`Frame`.
+"""What ``predict`` reads: an image, a folder of any size, a video, or images in memory (arrays, tensors,
+PIL images), as batches of :class:`Frame` (:func:`open_source` takes any of them).
 
 Folders go through a ``DataLoader`` (``workers`` processes decode ahead; pinned memory on a GPU) that
 holds only the batches in flight; videos are read frame by frame with OpenCV. Each frame carries the
@@ -9,9 +10,10 @@ overlap it with inference.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +30,12 @@ class Frame:
     array: np.ndarray
     tensor: torch.Tensor
     seconds: float
+    path: str | None = None
 
 
-def to_frame(name: str, array: np.ndarray, start: float) -> Frame:
+def to_frame(name: str, array: np.ndarray, start: float, path: str | None = None) -> Frame:
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255.0)
-    return Frame(name, array, tensor, time.perf_counter() - start)
+    return Frame(name, array, tensor, time.perf_counter() - start, path)
 
 
 def is_video(source: str | Path) -> bool:
@@ -67,7 +70,8 @@ class ImageFiles(torch.utils.data.Dataset):
         from detseg.data.masks import read_image
 
         start = time.perf_counter()
-        return to_frame(self.paths[i].name, read_image(self.paths[i], channels=self.channels), start)
+        array = read_image(self.paths[i], channels=self.channels)
+        return to_frame(self.paths[i].name, array, start, str(self.paths[i]))
 
 
 def _keep_list(batch: list[Frame]) -> list[Frame]:
@@ -168,3 +172,50 @@ class VideoWriter:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+
+
+def open_source(
+    source: Any, channels: int = 3, batch_size: int = 1, workers: int = 0, pin_memory: bool = False
+) -> tuple[Iterable[list[Frame]], int, Video | None]:
+    """``(batches, image count, the Video or None)`` of any source: an image, a folder or a video file,
+    a list of image files, or images in memory (``uint8 [H, W, 3]`` arrays, float ``Tensor[3, H, W]`` in
+    [0, 1], PIL images; named ``image_1.png``...)."""
+    if isinstance(source, (str, Path)) and is_video(source):
+        video = Video(source, channels)
+        return video.batches(batch_size), len(video), video
+    if isinstance(source, (str, Path)):
+        paths = list_sources(source)
+    elif isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, Path)) for s in source):
+        paths = [Path(p) for p in source]
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"image not found: {path}")
+    else:
+        items = list(source) if isinstance(source, (list, tuple)) else [source]
+        frames = [_memory_frame(f"image_{i}.png", item, channels) for i, item in enumerate(items, 1)]
+        return (frames[i : i + batch_size] for i in range(0, len(frames), batch_size)), len(frames), None
+    return image_batches(paths, channels, batch_size, workers, pin_memory), len(paths), None
+
+
+def _memory_frame(name: str, item: Any, channels: int) -> Frame:
+    """An image in memory (or a file, in a list with images in memory) as a frame of ``channels``."""
+    from PIL import Image
+
+    start = time.perf_counter()
+    if isinstance(item, (str, Path)):
+        from detseg.data.masks import read_image
+
+        if not Path(item).is_file():
+            raise FileNotFoundError(f"image not found: {item}")
+        return to_frame(Path(item).name, read_image(item, channels=channels), start, str(item))
+    if isinstance(item, torch.Tensor):
+        array = (item.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    else:
+        array = np.array(item.convert("RGB")) if hasattr(item, "convert") else np.asarray(item)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.dtype != np.uint8:
+        raise ValueError(f"an image must be uint8 [H, W, 3], got {array.dtype} {array.shape}")
+    if array.shape[2] != channels:
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+        array = np.array(Image.fromarray(array.squeeze(2) if array.shape[2] == 1 else array).convert(mode))
+        array = array[..., None] if array.ndim == 2 else array
+    return to_frame(name, array, start)

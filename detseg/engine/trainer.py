@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from detseg.engine import distributed
+from detseg.engine.amp import choose_amp, precision_check
 from detseg.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detseg.engine.config import trainer_fields
 from detseg.engine.ema import ModelEma
 from detseg.engine.logging import RunLogger
 from detseg.engine.schedules import build_scheduler
@@ -57,37 +59,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C (SIGINT) stopped training at a batch boundary, after ``last.pt`` was saved."""
 
 
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run (saved in its checkpoints)."""
-
-    out: str = "runs/train"
-    epochs: int | None = None  # train for this many passes over the data ...
-    iters: int | None = None  # ... or for this many optimizer steps
-    time: float | None = None  # ... or for at most this many minutes (with either: whichever ends first)
-    batch_size: int = 4  # global batch: split over the processes under DDP
-    lr: float = 0.01
-    optimizer: str = "sgd"  # sgd | adamw
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "poly"  # poly | cosine | constant
-    warmup: int = 0  # linear warm-up iterations
-    warmup_factor: float = 0.001
-    amp: bool = False  # autocast: float16 + GradScaler on CUDA, bfloat16 on CPU
-    clip_grad: float | None = None  # max gradient norm
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    eval_interval: int = 1  # evaluate every this many epochs (and at the end)
-    quiet: bool = False
-    tensorboard: bool = False
-    plots: bool = True  # loss.png and metrics.png (matplotlib)
-    sync_bn: bool = False
-    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.99); 0: none
-    channels_last: bool = False  # NHWC weights: 1.3-1.5x faster convolutions on CPU (oneDNN) and tensor cores
-    freeze: str = "none"  # backbone | stages:N | none (detseg.transfer.freeze)
-    lr_backbone: float | None = None  # the backbone's own learning rate (discriminative fine-tuning)
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form (CLI arguments), saved for reference
+# Made from RunConfig's declarations, so that a training setting has one owner (detseg.engine.config).
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [("out", str, field(default="runs/train")), *trainer_fields(),
+     ("extra", dict[str, Any], field(default_factory=dict))],
+)  # fmt: skip
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = """Everything that decides a training run (saved in its checkpoints): ``out``, the
+trainer's settings of :class:`~detseg.engine.config.RunConfig` with detseg's defaults, and ``extra``."""
 
 
 def resolve_device(name: str, dist_info: distributed.DistInfo | None = None) -> torch.device:
@@ -239,8 +219,13 @@ class Trainer:
             self.optimizer, config.schedule, self.total_steps, config.warmup, config.warmup_factor
         )
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        # --amp auto|on|off: what it gives on this device for this model, and why (detseg.engine.amp).
+        self.amp, self.amp_reason = choose_amp(config.amp, self.device, self._precision_check)
+        if self.dist.enabled:  # every process trains alike: on only where every check passed
+            flag = torch.tensor([int(self.amp)], device=self.device)
+            self.amp = bool(distributed.all_reduce_min(flag)[0])
         self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=config.amp and self.amp_dtype == torch.float16
+            self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
         )
         self.epoch = 0  # the epoch in progress (0-based)
         self.batch_in_epoch = 0  # batches of it already trained on
@@ -344,8 +329,22 @@ class Trainer:
         return self.cfg.time is not None and elapsed_before + self.clock() - start >= self.cfg.time * 60.0
 
     # ------------------------------------------------------------------------------------- training
+    def _precision_check(self) -> tuple[float, float]:
+        """:func:`~detseg.engine.amp.precision_check` on the first training batch (drawn without touching
+        the random generators)."""
+        dataset, collate = self.train_loader.dataset, self.train_loader.collate_fn
+        with torch.random.fork_rng(devices=[]):
+            batch = collate([dataset[i] for i in range(min(self.train_loader.batch_size, len(dataset)))])
+        return precision_check(self.model, self.task, batch, self.device, self.amp_dtype)
+
     def _seed_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+        # Mixed samples (detseg.data.mix.MixDataset): mosaic and mixup stop for the last close_mosaic epochs.
+        dataset = self.train_loader.dataset
+        while dataset is not None and not hasattr(dataset, "set_epoch"):
+            dataset = getattr(dataset, "dataset", None)
+        if dataset is not None:
+            dataset.set_epoch(epoch, self.total_epochs)
         # Worker seeds come from this generator: a function of (seed, epoch, rank) only.
         self.loader_generator.manual_seed(self.cfg.seed * 100_003 + epoch * 1_009 + self.dist.rank)
 
@@ -364,7 +363,7 @@ class Trainer:
 
     def train_one_step(self, batch: Any) -> dict[str, float]:
         self.ddp_model.train()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             loss, parts = self.task.train_step(self.ddp_model, batch, self.device)
         # Mean loss over processes (each holds an equal share of the global batch): what one process with
         # the whole batch would report, and every process sees the same value to stop on.
@@ -404,7 +403,7 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.model
         self.task.eval_begin()
         for batch in self._progress(self.val_loader, len(self.val_loader), "eval"):
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 self.task.eval_step(model, batch, self.device)
         return self.task.eval_end()
 

@@ -154,7 +154,7 @@ def export_onnx(
     import onnx
 
     from detseg import __version__
-    from detseg.engine.predict import load_model
+    from detseg.engine.loader import load_model
     from detseg.export.exportable_ops import exportable_ops, unsupported_op_name
 
     model, meta = load_model(weights, "cpu")
@@ -301,7 +301,7 @@ def export_torchscript(
 ) -> dict[str, Any]:
     """A segmenter or classifier traced to TorchScript (``torch.jit.load`` runs it without detseg), with
     the checkpoint's ``meta`` as the extra file ``detseg_meta.json``; checked on two noise images."""
-    from detseg.engine.predict import load_model
+    from detseg.engine.loader import load_model
 
     model, meta = load_model(weights, "cpu")
     task = meta.get("task", "segment")

@@ -27,13 +27,42 @@ import operator
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from detseg.data.errors import DataError
 from detseg.metrics.detection import PRCurve
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+class COCOStat(NamedTuple):
+    """One of pycocotools' 12 summary numbers: AP or AR, at one IoU threshold (None: the mean over all of
+    them, 0.50:0.95), over one area range, with :attr:`COCOParams.max_dets` ``[max_dets_index]``."""
+
+    name: str
+    ap: bool
+    iou: float | None
+    area: str
+    max_dets_index: int
+
+
+#: pycocotools' 12 summary numbers, in the order of its ``stats`` (the first one's maxDets is 100 whatever
+#: the parameters say, as in pycocotools: see ``fix_stat0_maxdets``).
+COCO_STATS = (
+    COCOStat("AP", True, None, "all", 2),
+    COCOStat("AP50", True, 0.5, "all", 2),
+    COCOStat("AP75", True, 0.75, "all", 2),
+    COCOStat("APs", True, None, "small", 2),
+    COCOStat("APm", True, None, "medium", 2),
+    COCOStat("APl", True, None, "large", 2),
+    COCOStat("AR1", False, None, "all", 0),
+    COCOStat("AR10", False, None, "all", 1),
+    COCOStat("AR100", False, None, "all", 2),
+    COCOStat("ARs", False, None, "small", 2),
+    COCOStat("ARm", False, None, "medium", 2),
+    COCOStat("ARl", False, None, "large", 2),
+)
+STAT_NAMES = tuple(stat.name for stat in COCO_STATS)
 AREA_LABELS = ("all", "small", "medium", "large")
 
 
@@ -134,22 +163,10 @@ def _pr_from(scores: np.ndarray, tp: np.ndarray, ignore: np.ndarray, num_gt: int
 
 
 def _stat_specs(p: COCOParams, fix_stat0: bool = False) -> list[tuple[int, float | None, str, int]]:
-    md = p.max_dets
-    last = md[-1] if fix_stat0 else 100
-    return [
-        (1, None, "all", last),
-        (1, 0.5, "all", md[2]),
-        (1, 0.75, "all", md[2]),
-        (1, None, "small", md[2]),
-        (1, None, "medium", md[2]),
-        (1, None, "large", md[2]),
-        (0, None, "all", md[0]),
-        (0, None, "all", md[1]),
-        (0, None, "all", md[2]),
-        (0, None, "small", md[2]),
-        (0, None, "medium", md[2]),
-        (0, None, "large", md[2]),
-    ]
+    """``(ap, iou, area, maxDets)`` of each of :data:`COCO_STATS` under the parameters ``p``."""
+    specs = [(int(stat.ap), stat.iou, stat.area, p.max_dets[stat.max_dets_index]) for stat in COCO_STATS]
+    specs[0] = (*specs[0][:3], p.max_dets[-1] if fix_stat0 else 100)
+    return specs
 
 
 def _summarize(precision, recall, p: COCOParams, ap: int, iou_thr, area: str, max_det: int) -> float:

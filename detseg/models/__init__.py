@@ -1,1 +1,2 @@
-"""Models: one file per architecture, all registered in :mod:`detseg.models.zoo`."""
+"""Models: one file per architecture, each registered in :mod:`detseg.models.registry`; built by name
+with their weights by :func:`detseg.models.zoo.create_model`."""

@@ -21,7 +21,7 @@ import torchvision
 from torch import nn
 
 from detseg.models.backbones import load_pretrained
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

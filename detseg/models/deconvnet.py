@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from detseg.models.backbones import VGGEncoder, load_pretrained
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 from detseg.nn import MaxUnpool, Segmenter, pad_to_multiple
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from detseg.models.backbones import MobileNetEncoder, ResNetEncoder, load_pretrained
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 from detseg.nn import ASPP, Segmenter, resize_to
 
 TORCHVISION_KEY_MAP = {

@@ -1,10 +1,11 @@
 """Training defaults per model family: the recipe ``detseg train`` uses where the command line and the
 spec say nothing (like timm's ``default_cfg`` and MMSegmentation's configs).
 
-Each recipe was measured here (the figures and the commands are in README.md and docs/engine.md); a
-family without a measured recipe has none and gets detseg's base defaults
-(:data:`detseg.engine.config.BASE_DEFAULTS`). Keys are :data:`detseg.engine.config.TUNABLE` names.
-``register_model(..., default_cfg=...)`` gives a model its own instead.
+Each recipe was measured here (the figures and their commands are in docs/figures.md, generated from
+detseg/zoo/measurements.json, and in docs/engine.md); a family without a measured recipe has none and
+gets detseg's base defaults (:data:`detseg.engine.config.BASE_DEFAULTS`). Keys are
+:data:`detseg.engine.config.TUNABLE` names. ``register_model(..., default_cfg=...)``
+(:mod:`detseg.models.registry`) gives a model its own instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 # U-Net from scratch (no pre-trained encoder): the membrane recipe of docs/segmentation.md (AdamW with a
 # short warm-up and a cosine decay; SGD at 0.01 with a poly decay learnt less there and on the shapes), and
 # the README's main job (width 16, with --scale-range 1 1: val mIoU 0.870 and 0.859 in 4 minutes on 2 cores;
-# two seeds of five stall there, which 1e-3 avoids at a cost to seed 0: see the README).
+# two seeds of five stall there, which 1e-3 avoids at a cost to seed 0: see docs/figures.md).
 UNET = {
     "optimizer": "adamw",
     "lr": 2e-3,

@@ -36,7 +36,7 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
 from detseg.models.backbones import build_encoder, load_pretrained
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 from detseg.nn import Segmenter, pad_to_multiple, resize_to
 
 PYRAMID_STRIDES = (4, 8, 16, 32)

@@ -36,8 +36,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from detseg.models.detection_utils import load_pretrained, trainable_layers
+from detseg.models.registry import register_model
 from detseg.models.torchvision_detectors import FasterRCNNDetector, _check, _resnet50
-from detseg.models.zoo import register_model
 
 
 class MaskRCNNDetector(FasterRCNNDetector, MaskRCNN):

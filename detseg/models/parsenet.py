@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detseg.models.backbones import VGGEncoder, load_pretrained
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 from detseg.nn import Segmenter, TransposedConvUpsample, pad_to_multiple
 
 

@@ -36,7 +36,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, ps_roi_align, ps_roi_pool
 
 from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, size_to_min_max, trainable_layers
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 
 
 def ps_roi_vote(

@@ -25,7 +25,7 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers
 
 from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, trainable_layers
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 
 # The paper's default boxes (Caffe release): scales s_k of each map, aspect ratios {1, 2, 1/2(, 3, 1/3)}.
 SSD300_BOXES = dict(
@@ -116,7 +116,7 @@ class SSDDetector(ZeroBasedLabels, SSD):
         """Targets per default box from the matches, then :func:`multibox_loss`."""
         cls_logits, bbox_regression = head_outputs["cls_logits"], head_outputs["bbox_regression"]
         cls_targets = torch.zeros(cls_logits.shape[:2], dtype=torch.int64, device=cls_logits.device)
-        regression_targets = torch.zeros_like(bbox_regression)
+        regression_targets = torch.zeros_like(bbox_regression, dtype=torch.float32)  # bf16 under autocast
         for i, (target, anchors_i, matched) in enumerate(zip(targets, anchors, matched_idxs, strict=True)):
             fg = torch.where(matched >= 0)[0]
             cls_targets[i, fg] = target["labels"][matched[fg]]

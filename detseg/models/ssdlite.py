@@ -25,8 +25,8 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssdlite import SSDLiteHead, _extra_block, _mobilenet_extractor, _normal_init
 
 from detseg.models.detection_utils import load_pretrained, trainable_layers
+from detseg.models.registry import register_model
 from detseg.models.ssd import SSDDetector
-from detseg.models.zoo import register_model
 
 # torchvision's SSDLite recipe: BatchNorm with eps 1e-3 / momentum 0.03, inputs scaled to [-1, 1].
 NORM_LAYER = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)

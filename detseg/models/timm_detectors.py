@@ -28,12 +28,12 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from detseg.models.detection_utils import size_to_min_max
+from detseg.models.registry import register_model
 from detseg.models.ssdlite import NORM_LAYER, build_ssdlite
 from detseg.models.timm_segmenters import DEFAULT_BACKBONE, timm_encoder
 from detseg.models.timm_weights import resolve_timm_weights, split_timm_name, timm_normalization, weights_tag
 from detseg.models.torchvision_detectors import FasterRCNNDetector, RetinaNetDetector
 from detseg.models.weights import load_pretrained, load_state_dict_into, offline_requested
-from detseg.models.zoo import register_model
 
 
 class TimmFPNBackbone(nn.Module):

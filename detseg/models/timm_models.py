@@ -25,12 +25,14 @@ import torch
 from torch import nn
 
 from detseg.models.classifier import ImageClassifier
+from detseg.models.registry import TIMM_PREFIX, ModelInfo, register_prefix, split_timm_name
 from detseg.models.timm_weights import (
+    PACKAGED,
     check_timm_name,
     import_timm,
     resolve_timm_weights,
-    split_timm_name,
     timm_normalization,
+    timm_tags,
     weights_tag,
 )
 from detseg.models.weights import load_pretrained, load_state_dict_into, offline_requested
@@ -91,11 +93,9 @@ def create_timm_classifier(
     return model
 
 
-def timm_model_info(name: str):
-    """A :class:`~detseg.models.zoo.ModelInfo` for ``"timm:NAME[.TAG]"`` (a classifier; its builder
+def timm_model_info(name: str) -> ModelInfo:
+    """A :class:`~detseg.models.registry.ModelInfo` for ``"timm:NAME[.TAG]"`` (a classifier; its builder
     takes ``num_classes``, ``pretrained``...)."""
-    from detseg.models.zoo import ModelInfo
-
     arch, _ = split_timm_name(name)
     check_timm_name(arch)
     timm = import_timm()
@@ -105,6 +105,9 @@ def timm_model_info(name: str):
     builder.__name__ = name  # type: ignore[attr-defined]
     builder.__doc__ = f"timm's {arch} as a detseg classifier"
     return ModelInfo(name, builder, "classify", arch, size, {"source": "timm", "outputs": "labels"})
+
+
+register_prefix(TIMM_PREFIX, timm_model_info)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -118,8 +121,6 @@ def encoder_rows(pattern: str = "*", pretrained_only: bool = True, limit: int | 
 
     Building each network takes time: ``pattern`` (a glob, timm's) and ``limit`` keep it short.
     """
-    from detseg.models.timm_weights import PACKAGED, timm_tags
-
     timm = import_timm()
     names = timm.list_models(pattern, pretrained=pretrained_only)
     names = sorted({n.partition(".")[0] for n in names})

@@ -35,6 +35,7 @@ from torch import nn
 
 from detseg.models.deeplab import DeepLabDecoder
 from detseg.models.fpn import SemanticFPNHead
+from detseg.models.registry import register_model
 from detseg.models.timm_weights import (
     check_timm_name,
     import_timm,
@@ -49,7 +50,6 @@ from detseg.models.weights import (
     load_state_dict_into,
     offline_requested,
 )
-from detseg.models.zoo import register_model
 from detseg.nn import ConvBNReLU, Segmenter, channel_stats, pad_to_multiple, resize_to
 
 DEFAULT_BACKBONE = "timm:tf_efficientnet_lite0"

@@ -31,7 +31,9 @@ from typing import Any
 
 from torch import Tensor
 
-from detseg.models.weights import PRETRAINED_NAMES, WeightsDeferred
+from detseg.models.registry import is_timm_name, split_timm_name
+from detseg.models.weights_file import PRETRAINED_NAMES, WeightsDeferred, file_sha256, read_weights_file
+from detseg.nn.segmenter import IMAGENET_MEAN, IMAGENET_STD
 
 # ---------------------------------------------------------------------------------------------------
 # EfficientNet-PyTorch -> timm, for tf_efficientnet_lite0 (stage depths 1, 2, 2, 3, 3, 4, 1).
@@ -208,12 +210,6 @@ def timm_tags(name: str) -> list[str]:
     return sorted(tags, key=lambda t: t != default)
 
 
-def split_timm_name(text: str) -> tuple[str, str | None]:
-    """``"timm:resnet18.a1_in1k"`` or ``"resnet18.a1_in1k"`` -> ``("resnet18", "a1_in1k")``."""
-    name, _, tag = text.removeprefix("timm:").partition(".")
-    return name, tag or None
-
-
 def weights_tag(name: str, pretrained: Any) -> tuple[str | None, bool]:
     """``(tag, is_timm_weights)``: what ``pretrained`` asks of timm model ``name`` (``"NAME[.TAG]"``, with
     or without ``timm:``). The one rule of the timm classifiers, segmenters and detectors:
@@ -231,7 +227,7 @@ def weights_tag(name: str, pretrained: Any) -> tuple[str | None, bool]:
     if pretrained is True or (isinstance(pretrained, str) and pretrained.lower() in PRETRAINED_NAMES):
         return name_tag, True
     text = str(pretrained)
-    if text.startswith("timm:"):
+    if is_timm_name(text):
         other, other_tag = split_timm_name(text)
         if other != split_timm_name(name)[0]:
             raise ValueError(f"pretrained={text!r} is another timm model than {name!r}")
@@ -293,8 +289,6 @@ def _download(name: str, tag: str) -> dict[str, Tensor]:
 
 
 def _from_package(name: str, tag: str, packaged: PackagedWeights) -> tuple[dict[str, Tensor], str]:
-    from detseg.models.weights import file_sha256, read_weights_file
-
     path = packaged_file(packaged)
     if not file_sha256(path).startswith(packaged.sha256_prefix):
         raise ValueError(f"{path}: SHA-256 does not start with {packaged.sha256_prefix}; refusing to load it")
@@ -354,8 +348,6 @@ def timm_normalization(
     if tag in tags:
         cfg = _pretrained_cfg(name, tag)
         return tuple(cfg.get("mean", ())), tuple(cfg.get("std", ()))
-    from detseg.nn.segmenter import IMAGENET_MEAN, IMAGENET_STD
-
     return IMAGENET_MEAN, IMAGENET_STD
 
 

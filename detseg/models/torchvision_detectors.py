@@ -20,7 +20,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from detseg.models.detection_utils import ZeroBasedLabels, load_pretrained, size_to_min_max, trainable_layers
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 
 
 class FasterRCNNDetector(ZeroBasedLabels, FasterRCNN):

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from detseg.models.backbones import MobileNetEncoder, ResNetEncoder
+from detseg.models.registry import register_model
 from detseg.models.weights import load_pretrained
-from detseg.models.zoo import register_model
 from detseg.nn import Segmenter, resize_to
 
 FCN_KEY_MAP = {

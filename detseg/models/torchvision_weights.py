@@ -25,7 +25,7 @@ from typing import Any
 import torchvision
 from torch import nn
 
-from detseg.models.weights import PRETRAINED_NAMES
+from detseg.models.weights import PRETRAINED_NAMES, WeightsDeferred, load_state_dict_into, resolve_weights
 
 #: Category names that are no class: the background slot and COCO's unused ids.
 NOT_A_CLASS = {"__background__", "N/A"}
@@ -114,8 +114,6 @@ def from_torchvision(
     info: Any, member: Any, kwargs: dict[str, Any], offline: bool | None = None
 ) -> nn.Module:
     """``info``'s model with the counterpart's weights ``member`` (downloaded once when missing)."""
-    from detseg.models.weights import WeightsDeferred, load_state_dict_into, resolve_weights
-
     resolved = resolve_weights(member, offline=offline)
     names, ids = class_names(info, resolved.meta.get("categories") or [])
     build_kwargs = {**info.extra.get("torchvision_kwargs", {}), "num_classes": len(names), **kwargs}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detseg.models.backbones import build_encoder, load_pretrained
-from detseg.models.zoo import register_model
+from detseg.models.registry import register_model
 from detseg.nn import ConvBNReLU, Segmenter, SkipFusion, mirror_pad, pad_to_multiple
 
 

@@ -48,10 +48,15 @@ import torch
 import torchvision
 from torch import nn
 
-log = logging.getLogger(__name__)
+from detseg.models.registry import is_timm_name, split_timm_name
+from detseg.models.weights_file import (  # noqa: F401  (file_sha256: importable from here, as before)
+    PRETRAINED_NAMES,
+    WeightsDeferred,
+    file_sha256,
+    read_weights_file,
+)
 
-#: ``pretrained`` strings meaning "the builder's torchvision weights" (as ``pretrained=True``).
-PRETRAINED_NAMES = {"true", "imagenet", "default", "torchvision"}
+log = logging.getLogger(__name__)
 
 #: torch.hub's file name convention: ``<name>-<first hex digits of the SHA-256>.<ext>``.
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
@@ -66,18 +71,6 @@ class WeightsNotFoundError(FileNotFoundError, ValueError):
 
 class WeightsDownloadError(ValueError):
     """A download refused: HTTP error, an HTML page, a truncated body, a hash that disagrees."""
-
-
-class WeightsDeferred:
-    """A true ``pretrained`` value that loads nothing: the builder makes the architecture it makes for
-    pre-trained weights (frozen BatchNorm, full MobileNet tail, Caffe input scaling), and the caller
-    loads a whole model's state dict afterwards (:func:`detseg.models.zoo.create_model` does)."""
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        return "WeightsDeferred()"
 
 
 @dataclass
@@ -270,21 +263,6 @@ def fetch_to_cache(url: str, what: str, offline: bool | None = None, progress: b
 # Files
 
 
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as hex."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_sha256(path: Path, expected: str) -> None:
-    actual = file_sha256(path)
-    if not actual.startswith(expected.lower()):
-        raise ValueError(f"{path}: SHA-256 is {actual}, expected {expected}; refusing to load it")
-
-
 def split_sha256(source: str | Path, sha256: str | None = None) -> tuple[str, str | None]:
     """``"path#sha256=HEX"`` -> ``("path", "HEX")``; an explicit ``sha256`` must agree with it."""
     text = str(source)
@@ -295,17 +273,6 @@ def split_sha256(source: str | Path, sha256: str | None = None) -> tuple[str, st
                        sha256.lower().startswith(match.group(2).lower())):
         raise ValueError(f"{text}: the SHA-256 in the name disagrees with sha256={sha256}")
     return match.group(1), sha256 or match.group(2)
-
-
-def read_weights_file(path: str | Path, sha256: str | None = None) -> Any:
-    """``torch.load(path, weights_only=True)`` after checking the file's SHA-256 (or prefix) when given."""
-    path = Path(path)
-    if sha256:
-        _check_sha256(path, sha256)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickled code (refused by weights_only) or a damaged file: say which file
-        raise ValueError(f"{path}: not a file torch.load(weights_only=True) can read ({err})") from err
 
 
 def extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
@@ -360,6 +327,46 @@ def zoo_cached(name: str) -> tuple[Path, str, dict[str, Any]]:
 # The resolver
 
 
+@dataclass(frozen=True)
+class WeightsSource:
+    """A ``pretrained`` value parsed once: ``scheme`` (``"torchvision"``, ``"url"``, ``"file"``, ``"zoo"``,
+    ``"timm"``), ``location`` (the name, URL or path), ``tag`` (timm's ``NAME.TAG``) and ``sha256``
+    (``#sha256=HEX``). A URL and a file of the same weights mean the same: :meth:`local_file` gives
+    the file either way (a URL fetched once into torch.hub's cache)."""
+
+    scheme: str
+    location: str
+    tag: str | None = None
+    sha256: str | None = None
+
+    def local_file(self, offline: bool | None = None, progress: bool = True) -> Path | None:
+        """The weights' file on this machine (a URL downloaded when missing), or None (a weights name)."""
+        if self.scheme == "url":
+            return fetch_to_cache(self.location, f"{os.path.basename(self.location)} is", offline, progress)
+        if self.scheme == "file":
+            return Path(self.location)
+        return None
+
+    def describe(self, path: Path) -> str:
+        """How reports name the weights read from ``path``: the URL with its cached file, or the file."""
+        return f"{self.location} ({path})" if self.scheme == "url" else str(path)
+
+
+def parse_weights_source(source: Any, sha256: str | None = None) -> WeightsSource:
+    """Parse a ``pretrained`` string or path (not ``True``/``None``/a ``WeightsEnum`` member) into a
+    :class:`WeightsSource`; a path that exists is a file even when it reads as a weights name."""
+    text, sha256 = split_sha256(source, sha256)
+    if is_timm_name(text):
+        return WeightsSource("timm", *split_timm_name(text), sha256)
+    if text.startswith("zoo:"):
+        return WeightsSource("zoo", text.removeprefix("zoo:"), None, sha256)
+    if text.startswith(("http://", "https://")):
+        return WeightsSource("url", text, None, sha256)
+    if Path(text).exists() or not is_torchvision_name(text):
+        return WeightsSource("file", text, None, sha256)
+    return WeightsSource("torchvision", text, None, sha256)
+
+
 def resolve_weights(
     source: Any,
     arch: str | None = None,
@@ -379,29 +386,26 @@ def resolve_weights(
         if weights is None and arch is None:
             raise ValueError(f"pretrained={source!r}: this model names no torchvision weights; pass a file")
         source = "DEFAULT" if weights is None else f"{type(weights).__name__}.{weights.name}"
-    text, sha256 = split_sha256(source, sha256)
-    if text.startswith("timm:"):
+    parsed = parse_weights_source(source, sha256)
+    if parsed.scheme == "timm":
         from detseg.models.timm_weights import resolve_timm_weights  # written with the timm encoders
 
-        model_name, _, tag = text.removeprefix("timm:").partition(".")
-        state, description, cfg = resolve_timm_weights(model_name, tag or None, offline_requested(offline))
+        offline = offline_requested(offline)
+        state, description, cfg = resolve_timm_weights(parsed.location, parsed.tag, offline)
         return ResolvedWeights(state, description, {"timm": dict(cfg)})
-    if text.startswith("zoo:"):
-        path, recorded, meta = zoo_cached(text.removeprefix("zoo:"))
-        obj = read_weights_file(path, sha256 or recorded)
+    if parsed.scheme == "zoo":
+        path, recorded, meta = zoo_cached(parsed.location)
+        obj = read_weights_file(path, parsed.sha256 or recorded)
         return ResolvedWeights(extract_state_dict(obj, str(path)), str(path), {**meta, **_file_meta(obj)})
-    if text.startswith(("http://", "https://")):
-        path = fetch_to_cache(text, f"{os.path.basename(text)} is", offline, progress)
-        obj = read_weights_file(path, sha256)
-        meta = {**_file_meta(obj), "url": text}
-        return ResolvedWeights(extract_state_dict(obj, text), f"{text} ({path})", meta)
-    path = Path(text)
-    if path.is_file():
-        obj = read_weights_file(path, sha256)
-        return ResolvedWeights(extract_state_dict(obj, str(path)), str(path), _file_meta(obj))
-    if not is_torchvision_name(text):
-        raise WeightsNotFoundError(f"pretrained weights file not found: {text}")
-    return _torchvision(resolve_torchvision_weights(text, arch, weights), offline, progress, sha256)
+    if parsed.scheme == "torchvision":
+        member = resolve_torchvision_weights(parsed.location, arch, weights)
+        return _torchvision(member, offline, progress, parsed.sha256)
+    path = parsed.local_file(offline, progress)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"pretrained weights file not found: {parsed.location}")
+    obj = read_weights_file(path, parsed.sha256)
+    meta = {**_file_meta(obj), "url": parsed.location} if parsed.scheme == "url" else _file_meta(obj)
+    return ResolvedWeights(extract_state_dict(obj, parsed.location), parsed.describe(path), meta)
 
 
 def _torchvision(

@@ -1,106 +1,28 @@
-"""The model registry, in the style of timm: one-line registered builders.
-
-    @register_model(task="segment", backbone="vgg16", input_size=(3, 512, 512))
-    def fcn8s_vgg16(num_classes: int = 21, **kwargs) -> nn.Module: ...
+"""The model zoo, in the style of timm: registered models built by name, with their weights.
 
     create_model("fcn8s_vgg16", num_classes=2)
+    create_model("ssd300_vgg16", pretrained="COCO_V1")
     list_models(task="segment")
+
+The names come from :mod:`detseg.models.registry` (``register_model``, ``list_models``, ``model_info``,
+``ModelInfo``, importable from here too); this module sits above the architecture files and the weights.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-
-@dataclass
-class ModelInfo:
-    """What the zoo knows about one named model; ``extra`` carries measured figures and their source."""
-
-    name: str
-    builder: Callable[..., nn.Module]
-    task: str  # "detect", "segment" or "classify"
-    backbone: str = ""
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    extra: dict[str, Any] = field(default_factory=dict)
-    # The family's training defaults (optimizer, lr, schedule, warm-up, batch size, augmentation...), used by
-    # ``detseg train`` where the command line and the spec say nothing (detseg.engine.config).
-    default_cfg: dict[str, Any] = field(default_factory=dict)
-
-
-_REGISTRY: dict[str, ModelInfo] = {}
-
-
-def register_model(
-    task: str,
-    backbone: str = "",
-    input_size: tuple[int, int, int] = (3, 224, 224),
-    default_cfg: dict[str, Any] | None = None,
-    **extra,
-):
-    """Register a builder under its function name. ``default_cfg``: the family's training defaults
-    (:data:`detseg.engine.config.TUNABLE` names, e.g. ``{"optimizer": "adamw", "lr": 3e-3}``)."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = builder.__name__
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(
-            name, builder, task, backbone, tuple(input_size), dict(extra), _default_cfg(name, default_cfg)
-        )
-        return builder
-
-    return wrap
-
-
-def _default_cfg(name: str, given: dict[str, Any] | None) -> dict[str, Any]:
-    """The model's own training defaults, else its family's (:mod:`detseg.models.default_cfgs`)."""
-    from detseg.models.default_cfgs import family_default_cfg
-
-    return dict(given) if given is not None else family_default_cfg(name)
-
-
-def _load_all() -> None:
-    # Importing the architecture modules runs their @register_model decorators.
-    import importlib
-    import pkgutil
-
-    import detseg.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name != "zoo":
-            importlib.import_module(f"detseg.models.{info.name}")
-
-
-def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
-    """Names of registered models matching a glob ``pattern`` (and ``task`` when given), sorted."""
-    _load_all()
-    return sorted(
-        name
-        for name, info in _REGISTRY.items()
-        if fnmatch.fnmatch(name, pattern) and (task is None or info.task == task)
-    )
-
-
-def model_info(name: str) -> ModelInfo:
-    """The registry entry of ``name``; an unknown name raises ValueError naming the closest models."""
-    if name.startswith("timm:"):  # timm's classifiers by name (detseg.models.timm_models)
-        from detseg.models.timm_models import timm_model_info
-
-        return timm_model_info(name)
-    _load_all()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}(`detseg zoo list` shows all {len(_REGISTRY)}: "
-                         f"{', '.join(sorted(_REGISTRY)) or 'none'})")
-    return _REGISTRY[name]
+from detseg.models.registry import (  # noqa: F401  (the registry's names, where they always were)
+    _REGISTRY,
+    ModelInfo,
+    is_timm_name,
+    list_models,
+    model_info,
+    register_model,
+)
 
 
 def create_model(name: str, pretrained: Any = None, **kwargs) -> nn.Module:
@@ -120,11 +42,11 @@ def create_model(name: str, pretrained: Any = None, **kwargs) -> nn.Module:
     from detseg.models import torchvision_weights as tvw
     from detseg.models.weights import collect_reports
 
-    if name.startswith("timm:"):  # timm's classifiers by name; timm encoders under the segmenters
+    if is_timm_name(name):  # timm's classifiers by name; timm encoders under the segmenters
         from detseg.models.timm_models import create_timm_classifier
 
         return create_timm_classifier(name, pretrained=pretrained, **kwargs)
-    if str(kwargs.get("backbone", "")).startswith("timm:"):
+    if is_timm_name(kwargs.get("backbone")):
         from detseg.models.timm_segmenters import timm_segmenter_name
 
         name = timm_segmenter_name(name)
@@ -149,11 +71,13 @@ def create_model(name: str, pretrained: Any = None, **kwargs) -> nn.Module:
 
 
 def _is_file_source(pretrained: Any) -> bool:
-    from detseg.models.weights import split_sha256
+    """A file or a URL of one: the same weights either way (a URL is read from torch.hub's cache)."""
+    from detseg.models.weights import parse_weights_source
 
-    if pretrained is None or isinstance(pretrained, bool):
+    if not isinstance(pretrained, (str, Path)):
         return False
-    return Path(split_sha256(pretrained)[0]).is_file()
+    source = parse_weights_source(pretrained)
+    return source.scheme == "url" or (source.scheme == "file" and Path(source.location).is_file())
 
 
 def _from_zoo(info: ModelInfo, zoo_name: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -184,13 +108,14 @@ def _whole_detector(info: ModelInfo, pretrained: Any, kwargs: dict[str, Any]) ->
         WeightsDeferred,
         _extract_state_dict,
         load_state_dict_into,
+        parse_weights_source,
         read_weights_file,
-        split_sha256,
     )
 
-    path, sha256 = split_sha256(pretrained)
-    obj = read_weights_file(path, sha256)
-    state = _extract_state_dict(obj, path)
+    source = parse_weights_source(pretrained)
+    path = source.local_file()
+    obj = read_weights_file(path, source.sha256)
+    state = _extract_state_dict(obj, source.location)
     if not any(k.removeprefix("module.").startswith("backbone.") for k in state):
         return None
     meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
@@ -211,7 +136,7 @@ def _whole_detector(info: ModelInfo, pretrained: Any, kwargs: dict[str, Any]) ->
         score = fit - sum(k not in own for k in theirs) - sum(k not in theirs for k in own)
         if best_score is None or score > best_score:
             best, best_score, best_form = model, score, form
-    best.pretrained_report = load_state_dict_into(best, state, path)
+    best.pretrained_report = load_state_dict_into(best, state, source.describe(path))
     best.build_kwargs = dict(kwargs)
     best.pretrained_form = best_form is not None  # built as for pre-trained weights (frozen BatchNorm...)
     if member is not None and kwargs["num_classes"] == len(names):

@@ -4,21 +4,26 @@
 - :mod:`detseg.transfer.heads`: ``class_keys``, ``load_replacing_head``, ``extend_head``
 - :mod:`detseg.transfer.lwf`: ``distillation_loss``, ``LwFTask``
 - :mod:`detseg.transfer.study`: ``run_study`` (``detseg transfer-study``)
+
+The names are imported on first use, so that ``import detseg.transfer.study_config`` (the command line's
+options) stays free of torch.
 """
 
-from detseg.transfer.freeze import FreezeReport, backbone_parameters, backbone_stages, freeze
-from detseg.transfer.heads import HeadReport, class_keys, extend_head, load_replacing_head
-from detseg.transfer.lwf import LwFTask, distillation_loss
+from detseg.lazy import lazy_names
 
-__all__ = [
-    "FreezeReport",
-    "HeadReport",
-    "LwFTask",
-    "backbone_parameters",
-    "backbone_stages",
-    "class_keys",
-    "distillation_loss",
-    "extend_head",
-    "freeze",
-    "load_replacing_head",
-]
+# name -> the module of detseg.transfer that defines it
+_NAMES = {
+    "FreezeReport": "freeze",
+    "HeadReport": "heads",
+    "LwFTask": "lwf",
+    "backbone_parameters": "freeze",
+    "backbone_stages": "freeze",
+    "class_keys": "heads",
+    "distillation_loss": "lwf",
+    "extend_head": "heads",
+    "freeze": "freeze",
+    "load_replacing_head": "heads",
+}
+__all__ = list(_NAMES)
+
+lazy_names(__name__, _NAMES)

@@ -9,9 +9,11 @@ the target's classes differ from the source's).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from detseg.jsonio import dumps
+from detseg.transfer.study_config import MODES
 
 #: The lecture's claims, in the order the report gives them.
 CLAIMS = {
@@ -72,12 +74,10 @@ def check_claims(report: dict[str, Any]) -> list[dict[str, Any]]:
     # No source data given (source weights alone, e.g. ImageNet's): nothing is scored on the source.
     no_source = "source" in report and not report["source"].get("spec")
     why_no_source = "no source data given (source weights only), so no source-domain scores"
-    as_is, fe, ft, scratch = (
-        get(m, "target") for m in ("as_is", "feature_extraction", "fine_tuning", "scratch")
-    )
+    as_is, fe, ft, scratch = (get(m, "target") for m in MODES)
     out = []
 
-    trained = {m: get(m, "target") for m in ("feature_extraction", "fine_tuning", "scratch")}
+    trained = {m: get(m, "target") for m in MODES if m != "as_is"}
     trained = {m: v for m, v in trained.items() if v is not None}
     if as_is is not None and before_src is None and no_source and trained:
         best_mode = max(trained, key=trained.get)
@@ -375,12 +375,10 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
 
 def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``out/report.md``, ``out/report.json`` and ``out/report.png``; returns their paths."""
-    from detseg.transfer.study import _jsonable
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png"}
     paths["md"].write_text(markdown(report), encoding="utf-8")
-    paths["json"].write_text(json.dumps(_jsonable(report), indent=1) + "\n", encoding="utf-8")
+    paths["json"].write_text(dumps(report) + "\n", encoding="utf-8")
     plot(report, paths["png"])
     return paths

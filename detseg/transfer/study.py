@@ -55,7 +55,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from detseg.jsonio import dumps, jsonable
+from detseg.models.registry import is_timm_name
 from detseg.transfer.study_config import (
+    COMMON,
     METRIC_NAMES,
     MODES,
     StudyConfig,
@@ -124,6 +127,7 @@ def run_study(
         },
         "settings": {
             **runner.common,
+            **_resolved_common(c),
             "source_epochs": int(c.source_epochs or c.epochs),
             "pretrained": c.pretrained,
             "source_weights": str(src["weights"]) if src["weights"] else None,
@@ -148,6 +152,17 @@ def run_study(
     write_report(report, out)
     runner.say(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
     return report
+
+
+def _resolved_common(c: StudyConfig) -> dict[str, Any]:
+    """The shared training settings a target run resolves to (what the report says it trained with:
+    the given ones, the rest from the target spec's and the model family's defaults)."""
+    from detseg.data.spec import load_spec
+    from detseg.engine.config import RunConfig, resolve_config
+    from detseg.models.zoo import model_info
+
+    rc = resolve_config(RunConfig(c.model, c.target, **c.common()), model_info(c.model), load_spec(c.target))
+    return {name: getattr(rc, name) for name in COMMON if name not in ("epochs", "model_args")}
 
 
 def _source_model(c: StudyConfig, runner: _Runner, task: str, out: Path) -> dict[str, Any]:
@@ -279,7 +294,7 @@ def _is_weights_name(source: str | Path) -> bool:
     text = str(source)
     if Path(text).exists():
         return False
-    if text.startswith(("zoo:", "http://", "https://", "timm:")):
+    if is_timm_name(text) or text.startswith(("zoo:", "http://", "https://")):
         return True
     return text.replace(".", "").replace("_", "").isalnum() and not text.endswith((".pt", ".pth"))
 
@@ -288,9 +303,9 @@ def _weights_checkpoint(model: str, weights: str, path: Path) -> Path:
     """Pre-trained weights by name (torchvision's COCO model...) saved as a detseg checkpoint of
     ``model`` with their classes: the study's source model, used as it is."""
     from detseg.engine.checkpoint import save_checkpoint
-    from detseg.engine.pretrained import load_pretrained_model
+    from detseg.engine.loader import load
 
-    net, meta = load_pretrained_model(model, weights)
+    net, meta = load(model, weights)
     return save_checkpoint({"model": net.state_dict(), "meta": meta}, path)
 
 
@@ -408,7 +423,7 @@ def evaluate_classifier(
     from detseg.engine.checkpoint import check_classes
     from detseg.engine.class_map import MappedClassifier, match_classes
     from detseg.engine.classify import evaluation_set
-    from detseg.engine.predict import load_model
+    from detseg.engine.loader import load_model
 
     model, meta = load_model(ckpt, device)
     if meta.get("task") != "classify":
@@ -447,7 +462,7 @@ class _Runner:
         from detseg.engine.run import train
 
         run_dir = self.out / "runs" / name
-        settings = _jsonable(
+        settings = jsonable(
             {"model": self.model, "data": str(Path(data).resolve()), **self.common, **kwargs}
         )
         self.done += 1
@@ -485,7 +500,7 @@ class _Runner:
             **args,
         )
         (run_dir / "result.json").write_text(
-            json.dumps(_jsonable({"transfer": summary.get("transfer", {}), "eval": {}}), indent=1) + "\n"
+            dumps({"transfer": summary.get("transfer", {}), "eval": {}}) + "\n"
         )
         return run_dir / "last.pt"
 
@@ -518,24 +533,12 @@ class _Runner:
             key += "::" + ",".join(f"{k}={v}" for k, v in class_map.items())
         if key not in cache.setdefault("eval", {}):
             self.say(f"scoring {name} on {spec} ({split})")
-            scores = evaluate_checkpoint(ckpt, spec, split, self.device, class_map, self.common["img_size"])
-            cache["eval"][key] = _jsonable(scores)
+            img_size = self.common.get("img_size")
+            scores = evaluate_checkpoint(ckpt, spec, split, self.device, class_map, img_size)
+            cache["eval"][key] = jsonable(scores)
             self.out.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(_jsonable(cache), indent=1) + "\n")
+            cache_file.write_text(dumps(cache) + "\n")
         return cache["eval"][key]
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values (paths as text, tuples as lists, NaN as None)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- add a class

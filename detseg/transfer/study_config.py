@@ -5,17 +5,20 @@
     run_study(StudyConfig(source="src/detect.yaml", target="tgt/detect.yaml",
                           model="ssdlite320_mobilenet_v3_large", out="runs/study", epochs=20, img_size=192))
 
-The training settings every run shares (``epochs``, ``img_size``, ``batch_size``, ``lr``, ``optimizer``,
-``seed``, ``workers``, ``model_args`` and ``train_args``: any other :class:`~detseg.engine.config.RunConfig`
-field) go to :func:`detseg.engine.run.train` as they are; what a run leaves unset comes from the spec's
-``train_defaults`` and the model family's defaults there, as for ``detseg train``.
+The training settings every run shares (``epochs``, the study's own, and the overrides ``img_size``,
+``batch_size``, ``lr``, ``optimizer``, ``seed``, ``workers``, ``model_args`` and ``train_args``: any other
+:class:`~detseg.engine.config.RunConfig` field) go to :func:`detseg.engine.run.train` as they are. An
+override left at None is not given: the spec's ``train_defaults``, the model family's registered defaults
+and detseg's fill it, as for ``detseg train`` (a U-Net study trains with AdamW, not SGD).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from detseg.engine.config import SETTINGS
 
 MODES = ("as_is", "feature_extraction", "fine_tuning", "scratch")
 METRIC_NAMES = {"detect": "AP50", "segment": "mIoU", "classify": "accuracy"}
@@ -49,15 +52,16 @@ class StudyConfig:
     target: str | Path
     model: str
     out: str | Path
-    # Every run's training (source_epochs: the source model's; default epochs).
+    # Every run's length (source_epochs: the source model's; default epochs).
     epochs: int = 10
     source_epochs: int | None = None
+    # Every run's training settings; None: not given (the spec's, the model family's or detseg's default).
     img_size: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None
     lr: float | None = None
-    optimizer: str = "sgd"
-    seed: int = 0
-    workers: int = 0
+    optimizer: str | None = None
+    seed: int | None = None
+    workers: int | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
     train_args: dict[str, Any] = field(default_factory=dict)  # more RunConfig settings for every run
     device: str = "auto"
@@ -78,17 +82,18 @@ class StudyConfig:
     quiet: bool = True
 
     def common(self) -> dict[str, Any]:
-        """The training settings every run shares (what each run's settings.json records)."""
-        values = {name: getattr(self, name) for name in COMMON}
-        values["epochs"], values["batch_size"] = int(self.epochs), int(self.batch_size)
-        values["seed"], values["workers"] = int(self.seed), int(self.workers)
+        """The training settings every run shares, those given only (what each run's settings.json
+        records; the run resolves the rest from the defaults)."""
+        values = {name: getattr(self, name) for name in COMMON if getattr(self, name) is not None}
+        for name in ("epochs", "batch_size", "seed", "workers"):
+            if name in values:
+                values[name] = int(values[name])
         values["model_args"] = dict(self.model_args or {})
         return {**values, **(self.train_args or {})}
 
     def check(self) -> str:
         """Refuse bad settings before any training, in one line naming what is wrong; the data's task."""
         from detseg.data.spec import load_spec
-        from detseg.engine.config import RunConfig
         from detseg.models.zoo import model_info
 
         for name in ("epochs", "source_epochs"):
@@ -100,7 +105,7 @@ class StudyConfig:
             raise ValueError(f"modes {list(self.modes)}: choose among {', '.join(MODES)}")
         if self.distill <= 0:
             raise ValueError(f"distill must be > 0 (the LwF weight), got {self.distill}")
-        settable = {f.name for f in fields(RunConfig)} - set(STUDY_OWNED) - set(COMMON)
+        settable = {f.name for f in SETTINGS} - set(STUDY_OWNED) - set(COMMON)
         bad = sorted(set(self.train_args or {}) - settable)
         if bad:
             raise ValueError(

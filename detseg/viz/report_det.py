@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detseg.jsonio import dumps
 from detseg.viz import report as H
 from detseg.viz.gallery import ImageSource, crop_window, draw_box, fit, save_jpeg
 
@@ -141,20 +142,8 @@ def write_detection_report(
     subtitle += f" {len(results)} detections"
     page = H.page(title or "Detection evaluation", subtitle, sections)
     index = H.write_text_atomic(out / "index.html", page)
-    H.write_text_atomic(out / "metrics.json", json.dumps(_clean(metrics), indent=1))
+    H.write_text_atomic(out / "metrics.json", dumps(metrics))
     return {"report": index, "report_missing": len(ctx.source.missing) if ctx.has_images else 0}
-
-
-def _clean(obj):
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else obj
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    return obj
 
 
 def _summary(ctx: _Context, metrics: dict, metric: str, iou: float) -> str:
@@ -218,24 +207,17 @@ def _summary(ctx: _Context, metrics: dict, metric: str, iou: float) -> str:
     return "".join(parts)
 
 
-# pycocotools' summary lines: (name, AP or AR, IoU, area, maxDets).
-COCO_LINES = [
-    ("AP", "AP", "0.50:0.95", "all", 100), ("AP50", "AP", "0.50", "all", 100),
-    ("AP75", "AP", "0.75", "all", 100), ("APs", "AP", "0.50:0.95", "small", 100),
-    ("APm", "AP", "0.50:0.95", "medium", 100), ("APl", "AP", "0.50:0.95", "large", 100),
-    ("AR1", "AR", "0.50:0.95", "all", 1), ("AR10", "AR", "0.50:0.95", "all", 10),
-    ("AR100", "AR", "0.50:0.95", "all", 100), ("ARs", "AR", "0.50:0.95", "small", 100),
-    ("ARm", "AR", "0.50:0.95", "medium", 100), ("ARl", "AR", "0.50:0.95", "large", 100),
-]  # fmt: skip
-
-
 def _coco_table(metrics: dict) -> str:
     """The 12 COCO stats as pycocotools prints them (-1: no object of that size)."""
+    from detseg.metrics.coco import COCO_STATS, COCOParams
+
+    max_dets = COCOParams().max_dets
     rows = []
-    for name, kind, iou, area, dets in COCO_LINES:
+    for name, ap, iou_threshold, area, dets_index in COCO_STATS:
         if name not in metrics:
             continue
-        v = metrics[name]
+        v, kind, dets = metrics[name], "AP" if ap else "AR", max_dets[dets_index]
+        iou = "0.50:0.95" if iou_threshold is None else f"{iou_threshold:.2f}"
         key = H.esc(json.dumps(_key(name)))
         rows.append(
             f"<tr><td>{kind} ({name})</td><td>{iou}</td><td>{area}</td><td>{dets}</td>"

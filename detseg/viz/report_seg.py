@@ -10,13 +10,13 @@ with a legend of the class colours.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from detseg.jsonio import dumps
 from detseg.viz import report as H
 from detseg.viz.draw import default_palette
 from detseg.viz.gallery import save_jpeg
@@ -120,18 +120,8 @@ def write_segmentation_report(
     index = H.write_text_atomic(
         out / "index.html", H.page(title or "Segmentation evaluation", subtitle, sections)
     )
-    H.write_text_atomic(out / "metrics.json", json.dumps(_clean(metrics), indent=1))
+    H.write_text_atomic(out / "metrics.json", dumps(metrics))
     return {"report": index, "report_missing": missing}
-
-
-def _clean(obj):
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else obj
-    if isinstance(obj, dict):
-        return {str(a): _clean(b) for a, b in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _summary(m: dict, n_images: int) -> str:

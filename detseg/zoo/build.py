@@ -17,11 +17,12 @@ recorded with the accuracy figure.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from detseg.jsonio import dumps, jsonable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,19 +144,19 @@ def build(
     # The generated data lived in a temporary folder: name it by its recipe, so that the same recipe and
     # seed give the same bytes (and SHA-256) wherever it is built.
     meta = {**best.get("meta", {}), "data": recipe.get("spec") if "synth" not in recipe else data,
-            "zoo": name, "recipe": _plain(recipe)}
+            "zoo": name, "recipe": jsonable(recipe)}
     weights = inference_weights(best)  # a recipe trained with ema: the averaged weights it was scored on
     path = save_checkpoint({"model": weights, "meta": meta, "metrics": best.get("metrics", {})},
                            zoo_home() / f"{name}.pt")
     sha256 = file_sha256(path)
     how = how_obtained(_command(name, train_overrides, synth_overrides), device=device)
     record_file = path.with_suffix(".json")
-    record_file.write_text(json.dumps({"sha256": sha256, "meta": _plain(meta), "how": how}, indent=1) + "\n")
+    record_file.write_text(dumps({"sha256": sha256, "meta": meta, "how": how}) + "\n")
     if record:
         record_figures(name, {
             "accuracy": {"value": round(value, 4), "metric": metric, "data": data,
                          "img_size": recipe["train"].get("img_size"),
-                         "model_args": _plain(recipe["train"].get("model_args") or {}), "how": how},
+                         "model_args": jsonable(recipe["train"].get("model_args") or {}), "how": how},
             "weights": {"file": path.name, "sha256": sha256, "how": how},
         }, figures)
     return {"path": path, "sha256": sha256, "metric": metric, "value": value, "data": data,
@@ -232,8 +233,3 @@ def _command(name: str, train_overrides: dict[str, Any] | None,
     if api or synth_overrides:
         command += f" (through the API: train_overrides={api}, synth_overrides={synth_overrides or {}})"
     return command
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy (tuples to lists)."""
-    return json.loads(json.dumps(value, default=list))

@@ -4,7 +4,7 @@ test split scored once at the end of ``detseg train``."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pytest
 from test_engine_cli import TRAIN, make_data
@@ -148,3 +148,51 @@ def test_a_run_length_that_is_not_positive_is_refused(tmp_path, capsys, length):
     err = capsys.readouterr().err
     assert f"{length[0]} must be positive" in err and "Traceback" not in err
     assert not (run / "last.pt").exists()
+
+
+def test_the_train_options_are_made_from_the_settings():
+    """Every setting with an option has it in ``detseg train`` (help from its declaration, left out: None),
+    and the trainer's config takes its fields and defaults from the same declarations."""
+    import argparse
+
+    from detseg.cli import build_parser
+    from detseg.cli.train import add_setting_options
+    from detseg.engine.config import OPTIMIZER_DEFAULTS, SETTINGS, base_text
+    from detseg.engine.trainer import TrainConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions: dict = {}
+    for action in train._actions:  # the setting's own option first (--amp, then --no-amp)
+        actions.setdefault(action.dest, action)
+    for f in SETTINGS:
+        if f.metadata["flag"] is None:
+            assert f.name not in actions, f.name
+            continue
+        action = actions[f.name]
+        flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+        assert action.option_strings == [flag]
+        assert action.help == f.metadata["help"].replace("{base}", base_text(f.name))
+        assert action.default is None or f.metadata["required"], f.name  # left out: not given
+    assert actions["batch_size"].help.endswith("(base: 4)") and "0.001 for adamw" in actions["lr"].help
+    assert actions["optimizer"].choices == tuple(OPTIMIZER_DEFAULTS)
+    args = build_parser().parse_args(["train", "--model", "unet", "--data", "d.yaml", "--no-iou-crop"])
+    assert args.iou_crop is False and args.amp is None and args.batch_size is None
+    some = argparse.ArgumentParser()
+    add_setting_options(some, ("lr", "vflip"))
+    assert {a.dest for a in some._actions} == {"help", "lr", "vflip"}
+    trainer = {f.name: f.default for f in fields(TrainConfig)}
+    for name, default in trainer.items():
+        if name not in ("out", "extra"):
+            assert default == BASE_DEFAULTS.get(name, OPTIMIZER_DEFAULTS["sgd"].get(name)), name
+    assert {"epochs", "batch_size", "lr", "freeze", "lr_backbone", "ema"} <= set(trainer)
+
+
+def test_a_resumed_run_keeps_its_transfer_settings():
+    saved = {"freeze": "stages:1", "lr_backbone": None, "distill": 1.0, "new_head": True}
+    rc = resolve_config(RunConfig(model="toy", data="d", new_head=False), FakeInfo(), resumed=saved)
+    assert (rc.freeze, rc.sources["freeze"]) == ("stages:1", "resumed run")
+    assert rc.distill == 1.0 and rc.new_head is True and rc.lr_backbone is None
+    with pytest.raises(ValueError, match="trained with lr_backbone=None, not 0.001"):
+        resolve_config(RunConfig(model="toy", data="d", lr_backbone=0.001), FakeInfo(), resumed=saved)
+    rc = resolve_config(RunConfig(model="toy", data="d"), FakeInfo())
+    assert (rc.freeze, rc.distill, rc.temperature, rc.sources["freeze"]) == ("none", 0.0, 2.0, "detseg")

@@ -18,6 +18,7 @@ from torchvision.models import segmentation as tvs
 
 import detseg
 from detseg.cli import main
+from detseg.viz.draw import upscale, upscale_factor
 
 COCO = tvd.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1
 VOC = tvs.LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1
@@ -126,8 +127,10 @@ def test_api_load_predict_plot_to_coco(ssdlite, hub, tmp_path):
     coco = first.to_coco(image_id=7)
     assert [d["category_id"] for d in coco] == ref["labels"].tolist() and coco[0]["image_id"] == 7
     drawn = first.plot(tmp_path / "drawn.png")
-    assert drawn.shape == (120, 160, 3) and (tmp_path / "drawn.png").is_file()
-    assert not np.array_equal(drawn, first.image)  # boxes were drawn
+    factor = upscale_factor(120, 160)  # the picture detseg predict draws: >= 512 px, a legend below
+    assert drawn.shape[1] == 160 * factor and drawn.shape[0] > 120 * factor
+    assert (tmp_path / "drawn.png").is_file()
+    assert not np.array_equal(drawn, upscale(first.image, factor)[: 120 * factor])  # boxes were drawn
     # A segmenter: VOC's 21 names, masks of the image's size, torchvision's argmax.
     lraspp = _lraspp(hub)
     seg = detseg.load("lraspp_mobilenet_v3_large", pretrained="COCO_WITH_VOC_LABELS_V1")

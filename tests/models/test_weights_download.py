@@ -5,7 +5,6 @@ nothing left behind by a refused download, never twice, offline and unreachable 
 from __future__ import annotations
 
 import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -56,18 +55,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path):
-    """A local HTTP server over ``tmp_path/served`` (in a thread); yields it (``.base``, ``.requests``)."""
+def server(tmp_path, local_server):
+    """A local HTTP server over ``tmp_path/served`` (in a thread); gives it (``.base``, ``.requests``)."""
     root = tmp_path / "served"
     root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd = local_server(_Handler)
     httpd.root, httpd.requests = root, []
-    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    return httpd
 
 
 @pytest.fixture

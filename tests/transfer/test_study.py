@@ -415,3 +415,31 @@ def test_target_with_other_classes_has_no_as_is_row(domains, tmp_path):
     claims = {c["id"]: c["status"] for c in report["claims"]}
     assert claims["as_is_low"] == claims["fine_tuning_source_drop"] == "n/a"
     assert "not run (source classes" in (tmp_path / "study/report.md").read_text()
+
+
+def test_a_unet_study_trains_with_the_familys_recipe_unless_told(domains, tmp_path):
+    """Settings left out of ``detseg transfer-study`` are not given: each run resolves them as ``detseg
+    train`` would (U-Net's AdamW at 2e-3 and batch 4), while the ones given (--schedule) reach every run."""
+    from detseg.models.default_cfgs import UNET
+
+    out = tmp_path / "study"
+    argv = ["transfer-study", "--source", str(domains / "src/segment.yaml"), "--target",
+            str(domains / "tgt/segment.yaml"), "--model", "unet", "--out", str(out), "--modes", "scratch",
+            "--epochs", "1", "--img-size", "32", "--device", "cpu", "--model-arg", "width=4",
+            "--model-arg", "depth=2", "--schedule", "constant"]  # fmt: skip
+    assert cli_main(argv) == 0
+    for run in ("source", "scratch"):
+        saved = json.loads((out / "runs" / run / "config.json").read_text())
+        config, sources = saved["config"], saved["sources"]
+        assert (config["optimizer"], config["lr"], config["batch_size"]) == ("adamw", UNET["lr"], 4), run
+        assert sources["optimizer"] == sources["lr"] == sources["batch_size"] == "unet default", run
+        assert (config["schedule"], sources["schedule"]) == ("constant", "command line"), run
+    report = json.loads((out / "report.json").read_text())
+    assert (report["settings"]["optimizer"], report["settings"]["batch_size"]) == ("adamw", 4)
+    # Given, they win (a new folder: the runs are matched by their settings).
+    given = ["--optimizer", "sgd", "--batch-size", "2"]
+    assert cli_main([*argv[:8], str(tmp_path / "sgd"), *argv[9:], *given]) == 0
+    config = json.loads((tmp_path / "sgd/runs/scratch/config.json").read_text())["config"]
+    assert (config["optimizer"], config["batch_size"], config["lr"]) == ("sgd", 2, 0.01)
+    sources = json.loads((tmp_path / "sgd/runs/scratch/config.json").read_text())["sources"]
+    assert sources["optimizer"] == "command line" and sources["lr"] == "detseg"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import detseg
-from detseg.models import zoo
+from detseg.models import registry, zoo
 
 
 def test_list_models_filters_by_task_and_pattern():
@@ -28,7 +28,7 @@ def test_list_models_filters_by_task_and_pattern():
 
 
 def test_register_model_decorator_builds_by_name_with_metadata(monkeypatch):
-    monkeypatch.setattr(zoo, "_REGISTRY", dict(zoo._REGISTRY))  # the test's entry disappears afterwards
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the test's entry goes afterwards
 
     @zoo.register_model(task="classify", backbone="linear", input_size=(1, 4, 4), paper="none")
     def tiny_test_classifier(num_classes: int = 3, hidden: int = 5) -> nn.Module:
