@@ -414,15 +414,8 @@ class SegmentationDataset(_SkipMixin, Dataset):
         ``values`` or whose size differs from its image's raises a DataError naming the file(s)."""
         if self._coco is not None:
             return  # COCO annotations are checked at construction
-        for image_path, mask_ref, _ in self.entries:
-            height, width = image_size(image_path)
-            raw = read_mask(mask_ref)
-            if raw.shape != (height, width):
-                raise DataError(
-                    mask_ref,
-                    f"mask is {raw.shape[1]}x{raw.shape[0]} but its image {image_path} is {width}x{height}",
-                )
-            map_mask_values(raw, self.table, mask_ref)
+        for index, (image_path, _, _) in enumerate(self.entries):
+            self.read_semantic(index, image_size(image_path))
 
     def read_semantic(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """The class-index mask ``int64 [H, W]`` of sample ``index`` (checked against ``size`` = (H, W))."""
@@ -433,7 +426,8 @@ class SegmentationDataset(_SkipMixin, Dataset):
         if size is not None and raw.shape != tuple(size):
             raise DataError(
                 mask_ref,
-                f"mask is {raw.shape[1]}x{raw.shape[0]} but the image {file_name} is {size[1]}x{size[0]}",
+                f"mask is {raw.shape[1]}x{raw.shape[0]} but the image {file_name} is {size[1]}x{size[0]} "
+                f"({image_path})",
             )
         return map_mask_values(raw, self.table, mask_ref)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -43,6 +42,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from detseg.data.errors import DataError
+from detseg.data.masks import semantic_to_instances
 from detseg.data.transforms import ZOOM_FILL, Resize
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
@@ -229,15 +229,10 @@ def semantic_objects(
     of the image."""
     values = np.asarray(torch.as_tensor(semantic))
     masks, classes = [], []
-    for c in np.unique(values):
-        if c in (background, ignore_index):
-            continue
-        count, labels = cv2.connectedComponents((values == c).astype(np.uint8), connectivity=8)
-        for k in range(1, count):
-            component = labels == k
-            if component.sum() <= MAX_OBJECT_FRACTION * values.size:
-                masks.append(component)
-                classes.append(int(c))
+    for c, component in semantic_to_instances(values, ignore_index, (background,)):
+        if component.sum() <= MAX_OBJECT_FRACTION * values.size:
+            masks.append(component)
+            classes.append(c)
     if not masks:
         return torch.zeros((0, *values.shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
     return torch.from_numpy(np.stack(masks).astype(np.uint8)), torch.tensor(classes, dtype=torch.int64)
