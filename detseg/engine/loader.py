@@ -57,7 +57,11 @@ def load_model(
         from detseg.engine.onnx_runtime import load_onnx
 
         return load_onnx(weights, str(device), classes, img_size)
-    state = load_checkpoint(weights, map_location=device)
+    return _from_state(load_checkpoint(weights, map_location=device), device)
+
+
+def _from_state(state: dict[str, Any], device: str | torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a read checkpoint, in eval mode on ``device``, and its ``meta``."""
     meta = dict(state.get("meta", {}))
     model = build_model(meta)
     model.load_state_dict(inference_weights(state))
@@ -83,15 +87,15 @@ def load(
     with offline_mode(offline) if offline is not None else contextlib.nullcontext():
         name = str(source)
         if pretrained is None and name.startswith("zoo:"):  # a zoo build is a detseg checkpoint
-            return load_model(_checkpoint_file(name), device)
+            return _from_state(_checkpoint(name), device)
         if pretrained is None and (Path(name).exists() or _reads_as_path(name)):
             return load_model(source, device, classes, img_size)
         from detseg.engine.pretrained import load_pretrained_model
 
-        checkpoint = None if is_timm_name(name) else _checkpoint_file(pretrained)
+        checkpoint = None if is_timm_name(name) else _checkpoint(pretrained)
         if checkpoint is None:
             return load_pretrained_model(name, pretrained, device)
-        model, meta = load_model(checkpoint, device)
+        model, meta = _from_state(checkpoint, device)
         if meta.get("model") != name:
             raise ValueError(f"{pretrained}: a checkpoint of {meta.get('model')!r}, not of {name!r}")
         return model, meta
@@ -104,9 +108,9 @@ def _reads_as_path(name: str) -> bool:
     return "/" in name or "\\" in name or Path(name).suffix.lower() in (".pt", ".pth", ".onnx")
 
 
-def _checkpoint_file(pretrained: Any) -> Path | None:
+def _checkpoint(pretrained: Any) -> dict[str, Any] | None:
     """The detseg checkpoint (a file, a run folder, a URL of one, ``zoo:NAME``: its SHA-256 checked) that
-    ``pretrained`` is, or None."""
+    ``pretrained`` is, read once (on the CPU), or None."""
     from detseg.models.weights import file_sha256, parse_weights_source, zoo_cached
 
     if not isinstance(pretrained, (str, Path)):
@@ -116,7 +120,7 @@ def _checkpoint_file(pretrained: Any) -> Path | None:
         path, sha256, _ = zoo_cached(source.location)
         if not file_sha256(path).startswith(sha256):
             raise ValueError(f"{path}: its SHA-256 is not the {sha256} its record says; rebuild it")
-        return path
+        return load_checkpoint(path)
     if source.scheme not in ("file", "url"):
         return None
     path = Path(source.location)
@@ -124,7 +128,6 @@ def _checkpoint_file(pretrained: Any) -> Path | None:
         return None
     path = source.local_file() if source.scheme == "url" else path
     try:
-        load_checkpoint(path)
+        return load_checkpoint(path)
     except ValueError:
         return None
-    return path
