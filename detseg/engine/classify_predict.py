@@ -172,20 +172,19 @@ def predict_pretrained(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """``detseg predict --model NAME --pretrained WEIGHTS``: a classifier used as its weights made it
-    (``timm:tf_efficientnet_lite0`` + ``in1k``: ImageNet's 1000 classes, named)."""
-    from detseg.models.zoo import create_model, model_info
+    (``timm:tf_efficientnet_lite0`` + ``in1k``: ImageNet's 1000 classes, named), loaded by the one loader
+    (:func:`detseg.engine.loader.load`) as ``detseg.load`` and ``detseg eval`` load it."""
+    from detseg.engine.loader import load
+    from detseg.models.zoo import model_info
 
     info = model_info(model_name)
     if info.task != "classify":
         raise ValueError(f"--model {model_name} is a {info.task} model; predict --model runs classifiers "
                          "(a trained detector or segmenter: --weights RUN/best.pt)")
-    model = create_model(model_name, pretrained=pretrained).to(device)
+    model, meta = load(model_name, pretrained, device)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     size = int((cfg.get("input_size") or info.input_size)[-1])
     crop_pct = float(cfg.get("crop_pct") or 0.875)
-    summary = predict_classification(
-        model, source, out, getattr(model, "class_names", None), size, crop_pct, batch_size
-    )
-    report = getattr(model, "load_report", None)
-    summary["weights"] = report.source if report is not None else "none (random)"
+    summary = predict_classification(model, source, out, meta["classes"], size, crop_pct, batch_size)
+    summary["weights"] = meta["weights"]
     return summary

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from detseg.engine.loader import build_model, load_model  # noqa: F401 (their old home)
-from detseg.engine.results import Results
+from detseg.engine.results import SCORE_THRESHOLD, Results
 from detseg.engine.sources import Frame
 from detseg.engine.speed import SpeedMeter
 from detseg.engine.tasks import class_logits
@@ -150,7 +150,7 @@ def iter_results(
     model: nn.Module,
     meta: dict[str, Any],
     batches: Iterable[list[Frame]],
-    score_threshold: float = 0.3,
+    score_threshold: float = SCORE_THRESHOLD,
     keep_all: bool = True,
     tile: int | None = None,
     overlap: float = 0.25,
@@ -230,7 +230,7 @@ def predict(
     device: str = "cpu",
     tile: int | None = None,
     overlap: float = 0.25,
-    score_threshold: float = 0.3,
+    score_threshold: float = SCORE_THRESHOLD,
     tta: str | None = None,
     batch_size: int = 1,
     workers: int = 0,
@@ -365,7 +365,7 @@ def predict_detection(
     meta: dict[str, Any],
     images: Iterable[Any],
     out: Path,
-    score_threshold: float = 0.3,
+    score_threshold: float = SCORE_THRESHOLD,
     meter: SpeedMeter | None = None,
     video: Path | None = None,
     fps: float | None = None,

@@ -59,8 +59,10 @@ def load_pretrained_model(
     if is_timm_name(name):  # timm's classifiers (detseg.models.timm_models)
         model = create_model(name, pretrained=pretrained, **kwargs)
         names = list(getattr(model, "class_names", None) or [f"class_{i}" for i in range(model.num_classes)])
+        report = getattr(model, "load_report", None)
         meta = {"task": "classify", "model": name, "classes": names, "channels": 3, "img_size": None,
-                "weights": str(pretrained), "pretrained": str(pretrained)}
+                "weights": report.source if report is not None else "none (random)",
+                "pretrained": str(pretrained)}
         return model.to(device).eval(), meta
     info = model_info(name)
     if pretrained is None:

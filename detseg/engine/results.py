@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+#: Detections scoring at least this are drawn and written to text box files, by ``detseg predict`` and
+#: by ``detseg.load(...).predict`` alike (COCO results keep every detection).
+SCORE_THRESHOLD = 0.3
 
 @dataclass
 class Results:
