@@ -50,13 +50,18 @@ def load_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a checkpoint (or run folder), in eval mode, and its ``meta``.
 
-    An ``.onnx`` file gives an :class:`~detseg.engine.onnx_runtime.OnnxModel` called the same way; ``classes``
+    An ``.onnx`` file gives an :class:`~detseg.engine.onnx_runtime.OnnxModel` called the same way (an
+    OpenVINO ``.xml`` an :class:`~detseg.engine.openvino_runtime.OpenVinoModel`); ``classes``
     and ``img_size`` stand in for the metadata of an ONNX file that detseg did not write.
     """
     if Path(weights).suffix.lower() == ".onnx":
         from detseg.engine.onnx_runtime import load_onnx
 
         return load_onnx(weights, str(device), classes, img_size)
+    if Path(weights).suffix.lower() == ".xml":  # an OpenVINO IR (detseg export --format openvino)
+        from detseg.engine.openvino_runtime import load_openvino
+
+        return load_openvino(weights, str(device), classes, img_size)
     return _from_state(load_checkpoint(weights, map_location=device), device)
 
 
@@ -105,7 +110,7 @@ def _reads_as_path(name: str) -> bool:
     """A missing checkpoint, not a model name: said as "checkpoint not found", not "unknown model"."""
     if is_timm_name(name):
         return False
-    return "/" in name or "\\" in name or Path(name).suffix.lower() in (".pt", ".pth", ".onnx")
+    return "/" in name or "\\" in name or Path(name).suffix.lower() in (".pt", ".pth", ".onnx", ".xml")
 
 
 def _checkpoint(pretrained: Any) -> dict[str, Any] | None:

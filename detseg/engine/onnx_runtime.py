@@ -58,7 +58,7 @@ class OnnxModel(nn.Module):
 
         self.path = Path(path)
         self.meta = meta
-        self.kind = meta.get("onnx_output") or _kind_from_task(meta.get("task", "segment"))
+        self.kind = meta.get("onnx_output") or kind_from_task(meta.get("task", "segment"))
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
@@ -96,28 +96,38 @@ class OnnxModel(nn.Module):
             return [self._detect(image) for image in x]
         array = x.detach().cpu().numpy()
         self._check_shape(array.shape)
-        out = torch.from_numpy(self._run(array)[0]).float()
-        if self.kind == "argmax":
-            k = len(self.meta["classes"])
-            return torch.nn.functional.one_hot(out.long(), k).permute(0, 3, 1, 2).float()
-        return out
+        return dense_output(self._run(array)[0], self.kind, self.meta)
 
     def _detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         array = image.detach().cpu().numpy()
         if array.ndim != 3:
             raise ValueError(f"{self.path}: a detector takes [3, H, W] images, got shape {list(array.shape)}")
-        outputs = dict(zip(self.output_names, self._run(array), strict=True))
-        result = {
-            "boxes": torch.from_numpy(outputs["boxes"]).float().reshape(-1, 4),
-            "labels": torch.from_numpy(outputs["labels"]).long(),
-            "scores": torch.from_numpy(outputs["scores"]).float(),
-        }
-        if "masks" in outputs:
-            result["masks"] = torch.from_numpy(outputs["masks"]).float()
-        return result
+        return detections(dict(zip(self.output_names, self._run(array), strict=True)))
 
 
-def _kind_from_task(task: str) -> str:
+def dense_output(array: np.ndarray, kind: str, meta: dict[str, Any]) -> torch.Tensor:
+    """A runtime's first output as the PyTorch model returns it: logits as they are, an exported
+    argmax as one-hot ``[B, K, H, W]`` (shared by the ONNX Runtime and OpenVINO wrappers)."""
+    out = torch.from_numpy(array).float()
+    if kind == "argmax":
+        return torch.nn.functional.one_hot(out.long(), len(meta["classes"])).permute(0, 3, 1, 2).float()
+    return out
+
+
+def detections(outputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """A detector graph's named outputs as torchvision's ``{boxes, labels, scores[, masks]}``."""
+    result = {
+        "boxes": torch.from_numpy(outputs["boxes"]).float().reshape(-1, 4),
+        "labels": torch.from_numpy(outputs["labels"]).long(),
+        "scores": torch.from_numpy(outputs["scores"]).float(),
+    }
+    if "masks" in outputs:
+        result["masks"] = torch.from_numpy(outputs["masks"]).float()
+    return result
+
+
+def kind_from_task(task: str) -> str:
+    """What a graph of ``task`` returns: ``detections``, ``classify`` or ``logits``."""
     return {"detect": "detections", "instance": "detections", "classify": "classify"}.get(task, "logits")
 
 

@@ -285,7 +285,7 @@ def predict(
     results = iter_results(model, meta, _progress(batches, total, "predict"), score_threshold,
                            tile=tile, overlap=overlap, meter=meter, tile_batch=tile_batch)  # fmt: skip
     summary = save_results(results, meta, out, **video_out)
-    backend = "onnxruntime" if str(weights).lower().endswith(".onnx") else "pytorch"
+    backend = {".onnx": "onnxruntime", ".xml": "openvino"}.get(Path(str(weights)).suffix.lower(), "pytorch")
     speed = meter.summary(backend=backend, device=str(device), batch_size=batch_size, weights=str(weights))
     write_speed(out / "speed.json", speed)
     summary.update(speed=speed, speed_line=speed_line(speed))

@@ -185,12 +185,25 @@ def export_onnx(
             warnings.simplefilter("ignore")  # tracer warnings about constants: the check below decides
             example = x if detector else x[:1]
             torch.onnx.export(
-                graph, (example,), tmp, dynamo=False, opset_version=opset, input_names=["images"],
-                output_names=output_names, dynamic_axes=axes, do_constant_folding=True,
+                graph,
+                (example,),
+                tmp,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["images"],
+                output_names=output_names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
             )
         proto = onnx.load(tmp)
-        meta = {**meta, "img_size": _meta_size(size), "onnx_output": kind, "opset": opset, "dynamic": dynamic,
-                "half": half}
+        meta = {
+            **meta,
+            "img_size": _meta_size(size),
+            "onnx_output": kind,
+            "opset": opset,
+            "dynamic": dynamic,
+            "half": half,
+        }
         props = {
             META_KEY: json.dumps(meta),
             "model": str(meta.get("model")),
@@ -207,17 +220,26 @@ def export_onnx(
             proto.metadata_props.add(key=key, value=value)
         proto.producer_name = "detseg"
         onnx.save(proto, tmp)
-        summary = {"path": str(out), "seconds": time.perf_counter() - start, "task": task, "output": kind,
-                   "input_shape": list(x.shape if detector else (1, *x.shape[1:]))}
+        summary = {
+            "path": str(out),
+            "seconds": time.perf_counter() - start,
+            "task": task,
+            "output": kind,
+            "input_shape": list(x.shape if detector else (1, *x.shape[1:])),
+        }
         if check:
             summary.update(check_onnx(tmp, meta, graph if not detector else model, x))
         os.replace(tmp, out)
-    except (torch.onnx.errors.UnsupportedOperatorError, torch.onnx.errors.OnnxExporterError,
-            torch.onnx.errors.SymbolicValueError) as exc:
+    except (
+        torch.onnx.errors.UnsupportedOperatorError,
+        torch.onnx.errors.OnnxExporterError,
+        torch.onnx.errors.SymbolicValueError,
+    ) as exc:
         op = unsupported_op_name(exc) or "an operator"
         first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"model {meta.get('model')}: {op} cannot be exported to ONNX opset {opset} "
-                          f"({first})") from exc
+        raise ExportError(
+            f"model {meta.get('model')}: {op} cannot be exported to ONNX opset {opset} ({first})"
+        ) from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
     return summary
@@ -251,8 +273,13 @@ def compare_detections(
     capped = len(rs) == len(os_) and len(rs) > 0
     floor = max(rs.min(), os_.min()) if capped else -np.inf
     at_cut = sum(1 for score in lost if score <= floor + score_tol)
-    return {"max_box_diff": box_diff, "max_score_diff": score_diff, "unmatched": len(lost) - at_cut,
-            "at_cut": at_cut, "detections": len(rb)}
+    return {
+        "max_box_diff": box_diff,
+        "max_score_diff": score_diff,
+        "unmatched": len(lost) - at_cut,
+        "at_cut": at_cut,
+        "detections": len(rb),
+    }
 
 
 @torch.no_grad()
@@ -289,8 +316,10 @@ def check_onnx(
             ref, got = class_logits(ref).argmax(1), class_logits(got).argmax(1)
         report["pixel_agreement"] = float((ref == got).float().mean())
         if report["pixel_agreement"] < 0.999 and not meta.get("half"):
-            raise ExportError(f"{meta.get('model')}: ONNX Runtime agrees with PyTorch on only "
-                              f"{100 * report['pixel_agreement']:.2f} % of the pixels")
+            raise ExportError(
+                f"{meta.get('model')}: ONNX Runtime agrees with PyTorch on only "
+                f"{100 * report['pixel_agreement']:.2f} % of the pixels"
+            )
     elif runtime.kind == "classify":
         report["top1_agreement"] = float((ref.argmax(1) == got.argmax(1)).float().mean())
     return report
@@ -327,5 +356,11 @@ def export_torchscript(
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"path": str(out), "seconds": time.perf_counter() - start, "task": task, "output": kind,
-            "input_shape": [1, *x.shape[1:]], "max_abs_diff": diff}
+    return {
+        "path": str(out),
+        "seconds": time.perf_counter() - start,
+        "task": task,
+        "output": kind,
+        "input_shape": [1, *x.shape[1:]],
+        "max_abs_diff": diff,
+    }

@@ -10,14 +10,18 @@
   (chains: A matches B, B matches C, so C joins A though A and C do not overlap).
 
 A box joins a group when its match with the group's box is ``>= threshold``; the members are then
-merged one by one into the growing box, each only if it still matches it (``> threshold``; SAHI's
-``has_match``): one that no longer does is dropped, as in SAHI. ``iou``: intersection over union;
+merged one by one into the growing box, each only if it still matches it (``>= threshold``; SAHI 0.12.8's
+``has_match``): one that no longer does is dropped, as in SAHI. The members merge in SAHI 0.12.8's order:
+greedy NMM's by score, NMM's in the order the boxes came (slice by slice). Boxes are taken by score, ties
+broken by (x1, y1, x2, y2), smallest first, as SAHI does, so the result does not depend on the order of
+the input (``nms`` by IoU leaves ties to torchvision's ``batched_nms``). ``iou``: intersection over union;
 ``ios``: intersection over the smaller box's area, which is near 1 for a box cut by a slice border
 against the whole object's box, where IoU is small.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,72 +52,103 @@ def merge_detections(
 ) -> tuple[Tensor, Tensor, Tensor, list[list[int]]]:
     """Merge ``boxes`` ``[N, 4]`` (x1, y1, x2, y2), ``scores`` ``[N]``, ``labels`` ``[N]`` per class by
     ``method`` (see the module docstring). Returns the merged boxes, scores and labels, best score first,
-    and for each the indices of the input detections merged into it (the kept one first)."""
+    and for each the indices of the input detections merged into it (the kept one first).
+
+    As SAHI 0.12.8 computes them: the groups from float32 matches, the merge of a group's members in
+    float64 (Python floats)."""
     if method not in MERGES:
         raise ValueError(f"merge must be one of {', '.join(MERGES)}, not {method!r}")
-    match_values(boxes.new_zeros(4), boxes.new_zeros(0, 4), match)  # checks ``match``
-    boxes, scores = boxes.float().reshape(-1, 4), scores.float().reshape(-1)
-    out_boxes, out_scores, out_labels, groups = [], [], [], []
+    if match not in MATCHES:
+        raise ValueError(f"match must be one of {', '.join(MATCHES)}, not {match!r}")
+    boxes, scores = boxes.detach().float().reshape(-1, 4).cpu(), scores.detach().float().reshape(-1).cpu()
+    labels = labels.detach().reshape(-1).cpu()
     if method == "nms" and match == "iou":
         from torchvision.ops import batched_nms
 
-        keep = batched_nms(boxes, scores, labels, threshold).tolist()
-        class_groups = [[k] for k in keep]
-    else:
-        class_groups = []
-        for label in labels.unique().tolist():
-            index = torch.nonzero(labels == label).flatten()
-            grouping = _nmm_groups if method == "nmm" else _greedy_groups
-            for group in grouping(boxes[index], scores[index], match, threshold):
-                class_groups.append([int(index[i]) for i in group])
-    for group in class_groups:
-        box, members = boxes[group[0]].clone(), [group[0]]
+        keep = batched_nms(boxes, scores, labels, threshold)
+        return boxes[keep], scores[keep], labels[keep], [[k] for k in keep.tolist()]
+    array, values = boxes.numpy(), scores.numpy()
+    grouping = _nmm_groups if method == "nmm" else _greedy_groups
+    groups = []
+    for label in labels.unique().tolist():
+        index = torch.nonzero(labels == label).flatten().numpy()
+        groups += [index[group].tolist() for group in grouping(array[index], values[index], match, threshold)]
+    rows, score_list = array.tolist(), values.tolist()
+    out_boxes, out_scores, kept = [], [], []
+    for group in groups:
+        box, members = rows[group[0]], [group[0]]
         for j in group[1:] if method != "nms" else []:
-            if float(match_values(box, boxes[j][None], match)[0]) > threshold:
-                box = torch.cat([torch.minimum(box[:2], boxes[j, :2]), torch.maximum(box[2:], boxes[j, 2:])])
+            if _pair_match(box, rows[j], match) >= threshold:
+                box = _union(box, rows[j])
                 members.append(j)
         out_boxes.append(box)
-        out_scores.append(scores[members].max())
-        out_labels.append(labels[group[0]])
-        groups.append(members)
-    if not groups:
+        out_scores.append(max(score_list[m] for m in members))
+        kept.append(members)
+    if not kept:
         return boxes.new_zeros(0, 4), scores.new_zeros(0), labels.new_zeros(0), []
-    order = torch.stack(out_scores).argsort(descending=True, stable=True).tolist()
-    return (torch.stack(out_boxes)[order], torch.stack(out_scores)[order], torch.stack(out_labels)[order],
-            [groups[i] for i in order])  # fmt: skip
+    order = torch.tensor(out_scores).argsort(descending=True, stable=True)
+    firsts = torch.tensor([members[0] for members in kept])
+    return (torch.tensor(out_boxes)[order], torch.tensor(out_scores)[order], labels[firsts][order],
+            [kept[i] for i in order.tolist()])  # fmt: skip
 
 
-def _greedy_groups(boxes: Tensor, scores: Tensor, match: str, threshold: float) -> list[list[int]]:
+def _union(a: list[float], b: list[float]) -> list[float]:
+    return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+
+
+def _pair_match(a: list[float], b: list[float], match: str) -> float:
+    """IoU or IoS of two boxes in float64 (SAHI's ``has_match``); 0 where the denominator is 0."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    denominator = area_a + area_b - inter if match == "iou" else min(area_a, area_b)
+    return inter / denominator if denominator > 0 else 0.0
+
+
+def _matches(boxes: np.ndarray, i: int, others: np.ndarray, match: str) -> np.ndarray:
+    """IoU or IoS of box ``i`` against ``boxes[others]`` in float32, as SAHI's metric matrix."""
+    box, rest = boxes[i], boxes[others]
+    width = np.maximum(0, np.minimum(box[2], rest[:, 2]) - np.maximum(box[0], rest[:, 0]))
+    height = np.maximum(0, np.minimum(box[3], rest[:, 3]) - np.maximum(box[1], rest[:, 1]))
+    inter = width * height
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (rest[:, 2] - rest[:, 0]) * (rest[:, 3] - rest[:, 1])
+    denominator = area + areas - inter if match == "iou" else np.minimum(area, areas)
+    return np.divide(inter, denominator, out=np.zeros_like(inter), where=denominator > 0)
+
+
+def _score_order(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indices by score, highest first, ties by (x1, y1, x2, y2) ascending (SAHI's ``np.lexsort``)."""
+    return np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -scores))
+
+
+def _greedy_groups(boxes: np.ndarray, scores: np.ndarray, match: str, threshold: float) -> list[list[int]]:
     """SAHI's ``greedy_nmm`` (and IoS NMS): the best box left takes every box left matching it."""
-    remaining = scores.argsort(descending=True, stable=True)
+    remaining = _score_order(boxes, scores)
     groups = []
     while len(remaining):
         best, rest = remaining[0], remaining[1:]
-        hit = match_values(boxes[best], boxes[rest], match) >= threshold
+        hit = _matches(boxes, best, rest, match) >= threshold
         groups.append([int(best), *rest[hit].tolist()])
         remaining = rest[~hit]
     return groups
 
 
-def _nmm_groups(boxes: Tensor, scores: Tensor, match: str, threshold: float) -> list[list[int]]:
+def _nmm_groups(boxes: np.ndarray, scores: np.ndarray, match: str, threshold: float) -> list[list[int]]:
     """SAHI's ``nmm``: boxes in score order; a box not yet in a group starts one, and what it matches
-    (not yet grouped) joins; a grouped box's matches join its group (the chains)."""
-    order = scores.argsort(descending=True, stable=True)
+    (not yet grouped) joins; a grouped box's matches join its group (the chains), each box's matches in
+    input order."""
+    order = _score_order(boxes, scores)
     groups: dict[int, list[int]] = {}
     group_of: dict[int, int] = {}
+    everything = np.arange(len(boxes))
     for i in order.tolist():
-        others = order[order != i]
-        matched = others[match_values(boxes[i], boxes[others], match) >= threshold].flip(0).tolist()
+        others = everything[everything != i]
+        matched = others[_matches(boxes, i, others, match) >= threshold].tolist()  # input order
+        keep = group_of.get(i, i)
         if i not in group_of:
             groups[i] = []
-            for j in matched:
-                if j not in group_of:
-                    groups[i].append(j)
-                    group_of[j] = i
-        else:
-            keep = group_of[i]
-            for j in matched:
-                if j not in groups and j not in group_of:
-                    groups[keep].append(j)
-                    group_of[j] = keep
+        for j in matched:
+            if j not in groups and j not in group_of:
+                groups[keep].append(j)
+                group_of[j] = keep
     return [[keep, *members] for keep, members in groups.items()]

@@ -4,8 +4,10 @@ metrics in ``DIR/metrics.json``.
 Sections: the summary (COCO stats or VOC / lecture mAP, the score threshold to deploy with), a
 per-class table (AP, AR, and TP / FP / FN at each class's F1-optimal score threshold), PR and F1
 curves, the confusion matrix with background, TIDE's error breakdown (``detseg.metrics.tide``) per
-class and overall, and galleries: per class the highest-scored false positives (labelled with their
-TIDE kind) and the largest missed objects, as crops; the images with the most errors, whole.
+class and overall, for a sliced run the recall by where objects lie on the slice grid and the duplicates
+left by the merge (``detseg.metrics.slice_diagnostics``), and galleries: per class the highest-scored
+false positives (labelled with their TIDE kind) and the largest missed objects, as crops; the images
+with the most errors, whole.
 """
 
 from __future__ import annotations
@@ -106,12 +108,14 @@ def write_detection_report(
     title: str = "",
     analysis=None,
     max_items: int = 6,
+    slices: dict | None = None,
 ) -> dict:
     """Write the report; returns ``{"report": DIR/index.html, "report_missing": images not found}``.
 
     ``metrics``: the evaluation's JSON (``detseg.metrics.evaluate.evaluate_detections``); ``curves``:
     name -> PRCurve at IoU ``iou`` (None when there are no detections); ``analysis``: the TIDE result
-    (computed here when None)."""
+    (computed here when None); ``slices``: a sliced run's
+    :func:`~detseg.metrics.slice_diagnostics.slice_diagnostics` (its section is left out when None)."""
     from detseg.metrics.detection import pool_curves
     from detseg.metrics.tide import tide
 
@@ -135,6 +139,9 @@ def write_detection_report(
     if curves and results:
         sections.append(("curves", "Curves and confusion", _curves(ctx, curves, pooled, iou)))
     sections.append(("errors", "Errors (TIDE)", _errors(ctx, iou)))
+    if slices is not None:
+        metrics["slices"] = slices
+        sections.append(("slices", "Slices", _slices(slices)))
     sections.append(("galleries", "Galleries", _galleries(ctx, max_items)))
     sections.append(("about", "How to read this page", _about(metric, iou)))
     subtitle = f"{metric} at IoU {iou:g}" if metric != "coco" else "COCO bbox evaluation"
@@ -359,6 +366,37 @@ def _errors(ctx: _Context, iou: float) -> str:
         f" class), duplicate (IoU \u2265 {t.fg_iou:g} with an object already found), background (IoU \u2264"
         f" {t.bg_iou:g} with everything), both (the rest). An object no detection found is missed unless a"
         " localization or classification error points at it.</p>"
+    )
+
+
+def _slices(d: dict) -> str:
+    """A sliced run's recall by place on the slice grid and the duplicates its merge left."""
+    from detseg.metrics.slice_diagnostics import PLACE_TEXT, PLACES
+
+    cards = [
+        H.card(f"recall: {PLACE_TEXT[p]}", d["recall"][p], json.dumps(_key("slices", "recall", p)))
+        for p in PLACES
+    ]
+    duplicates, cost = d["duplicates"]["all"], d["duplicate_dAP"] * 100
+    cards.append(H.card("duplicates left by the merge", duplicates,
+                        json.dumps(_key("slices", "duplicates", "all")), str(duplicates)))  # fmt: skip
+    cards.append(H.card("their AP cost (TIDE duplicate dAP, AP points)", cost,
+                        json.dumps(_key("slices", "duplicate_dAP")), H.fmt(cost, 2)))  # fmt: skip
+    rows = [[PLACE_TEXT[p], d["objects"][p], d["found"][p], d["recall"][p], d["duplicates"][p]]
+            for p in PLACES]  # fmt: skip
+    heads = ["where the object lies", "objects", "found", f"recall (IoU {d['fg_iou']:g})", "duplicates"]
+    return (
+        f"<p>Slices of {d['tile']} px sharing {d['overlap']:g} of their size. An object is <i>inside</i> when"
+        " no slice border cuts it, <i>border</i> when a border cuts it but another slice holds it whole,"
+        " <i>cut</i> when every slice that sees it cuts it.</p>"
+        f'<div class="cards">{"".join(cards)}</div>'
+        + H.table(heads, rows)
+        + '<p class="note">Recall much lower for border or cut objects than inside ones: the overlap is too'
+        " small for the objects (raise <code>--overlap</code>, or add <code>--full-image</code>) or the merge"
+        " does not fold their parts together (<code>--match ios</code>). Duplicates are detections on an"
+        " object already found (TIDE's duplicate errors, counted by that object's place): parts the merge"
+        " left apart (lower <code>--merge-threshold</code>, or greedy-nmm / nmm instead of nms). Found:"
+        " taken by a detection at that IoU, matched as in the Errors section (TIDE's matching).</p>"
     )
 
 

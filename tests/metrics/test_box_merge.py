@@ -71,3 +71,37 @@ def test_other_classes_never_merge_and_bad_names_are_refused():
         merge_detections(_t([A]), SCORES[:1], LABELS[:1], "wbf")
     with pytest.raises(ValueError, match="match must be one of"):
         merge_detections(_t([A]), SCORES[:1], LABELS[:1], match="giou")
+
+
+def test_a_member_matching_at_exactly_the_threshold_merges_as_in_sahi_0_12_8():
+    # IoS of x 0..10 and 5..15 = 50 / 100 = 0.5: it joins (>= 0.5) and merges (SAHI 0.12.8's has_match: >=).
+    out, scores, _, groups = merge_detections(_t([[0, 0, 10, 10], [5, 0, 15, 10]]), torch.tensor([0.9, 0.8]),
+                                              torch.tensor([0, 0]), "greedy-nmm", "ios", 0.5)  # fmt: skip
+    assert out.tolist() == [[0, 0, 15, 10]] and groups == [[0, 1]]
+
+
+def test_nmm_merges_a_group_in_input_order_greedy_nmm_in_score_order():
+    # K x 10..20 matches A 5..15 and C 15..35 at IoS 0.5 (A and C do not touch). K + A = 5..20 then has IoS
+    # 5/15 with C: C is dropped. K + C = 10..35 has IoS 5/10 with A: A merges too, 5..35.
+    K, A, C = [10, 0, 20, 10], [5, 0, 15, 10], [15, 0, 35, 10]
+    labels = torch.tensor([0, 0, 0])
+    out, _, _, groups = merge_detections(
+        _t([K, A, C]), torch.tensor([0.9, 0.7, 0.8]), labels, "nmm", "ios", 0.5
+    )
+    assert out.tolist() == [[5, 0, 20, 10]] and groups == [[0, 1]]  # A came first, though C scores higher
+    out, _, _, groups = merge_detections(
+        _t([K, C, A]), torch.tensor([0.9, 0.8, 0.7]), labels, "nmm", "ios", 0.5
+    )
+    assert out.tolist() == [[5, 0, 35, 10]] and groups == [[0, 1, 2]]
+    out, _, _, groups = merge_detections(_t([K, A, C]), torch.tensor([0.9, 0.7, 0.8]), labels, "greedy-nmm",
+                                         "ios", 0.5)  # fmt: skip
+    assert out.tolist() == [[5, 0, 35, 10]] and groups == [[0, 2, 1]]  # by score: C (0.8) first, then A
+
+
+def test_equal_scores_are_taken_left_to_right_whatever_the_input_order():
+    left, right = [0, 0, 10, 10], [2, 0, 12, 10]  # IoS 0.8
+    for boxes, kept in (([left, right], 0), ([right, left], 1)):
+        out, _, _, groups = merge_detections(
+            _t(boxes), torch.tensor([0.9, 0.9]), torch.tensor([0, 0]), "nms", "ios"
+        )
+        assert out.tolist() == [left] and groups == [[kept]]
