@@ -118,7 +118,7 @@ class RunConfig:
     amp: str | bool | None = setting(
         "mixed precision: float16 on CUDA, bfloat16 on CPU; auto: on for CUDA and for CPUs with bfloat16 "
         "matrix units when one training step in it agrees with float32 (detseg.engine.amp; base: {base})",
-        str, "off", tunable=True, trainer=True, choices=AMP_CHOICES, nargs="?", const="on",
+        str, "auto", tunable=True, trainer=True, choices=AMP_CHOICES, nargs="?", const="on",
         off_flag="--no-amp",
     )  # fmt: skip
     clip_grad: float | None = setting(

@@ -84,7 +84,7 @@ def test_amp_options_parse_and_old_true_false_values_still_work():
     info = type("Info", (), {"name": "toy", "default_cfg": {"amp": True}})()
     assert resolve_config(RunConfig(model="toy", data="d.yaml"), info).amp == "on"
     assert resolve_config(RunConfig(model="toy", data="d.yaml", amp=False), info).amp == "off"
-    assert resolve_config(RunConfig(model="toy", data="d.yaml"), None).amp == "off"  # detseg's, for now
+    assert resolve_config(RunConfig(model="toy", data="d.yaml"), None).amp == "auto"  # detseg's default
 
 
 def test_a_run_records_what_auto_chose_and_why(tmp_path, monkeypatch, capsys):
