@@ -183,10 +183,8 @@ def _det(args: argparse.Namespace) -> int:
             from detseg.metrics.evaluate import name_spec_images
 
             image_dir = name_spec_images(gt, args.data, args.split)
-        if args.tile is not None:
-            report = _sliced_evaluation(gt, results, options, image_dir, args.tile, args.overlap)
-        else:
-            report = evaluate_detections(gt, results, **options, image_dir=image_dir)
+        slices = (args.tile, args.overlap) if args.tile is not None else None
+        report = evaluate_detections(gt, results, **options, image_dir=image_dir, slices=slices)
     else:
         if any(v not in (None, False, 0.25) for v in slicing_options(args).values()):
             raise ValueError("--tile and the merge options run a model: give --weights and --data")
@@ -204,43 +202,6 @@ def _det(args: argparse.Namespace) -> int:
         print(f"wrote {len(report['plots'])} plots to {args.plots}")
     _print_report(report)
     return 0
-
-
-def _sliced_evaluation(gt: dict, results: list[dict], options: dict, image_dir, tile: int, overlap: float):
-    """``evaluate_detections`` of a sliced run, with the slice diagnostics (recall by where objects lie on
-    the slice grid, duplicates left by the merge: ``detseg.metrics.slice_diagnostics``) printed and, with
-    ``--report``, in the report's Slices section."""
-    from detseg.metrics.evaluate import evaluate_detections
-    from detseg.metrics.slice_diagnostics import slice_diagnostics, summary
-    from detseg.metrics.tide import tide
-
-    options = dict(options)
-    out_dir = options.pop("report")
-    if out_dir is not None and options["iou_type"] != "bbox":
-        raise ValueError("--report analyses boxes: use --iou-type bbox")
-    report = evaluate_detections(gt, results, **options, image_dir=image_dir)
-    iou, metric = options["iou"], options["metric"]
-    analysis = tide(gt, results, fg_iou=iou, max_dets=100 if metric == "coco" else None)
-    slices = slice_diagnostics(gt, analysis, tile, overlap)
-    report["json"]["slices"] = slices
-    text = [report["text"]]
-    if out_dir is not None:
-        from detseg.viz.report_det import write_detection_report
-
-        report["json"]["tide"] = analysis.to_dict()
-        text.append(analysis.summary())
-        if metric == "coco":  # the report's PR curves at ``iou`` (evaluate_detections keeps its own)
-            from detseg.metrics.coco import evaluate
-
-            curves = evaluate(gt, results, iou_type=options["iou_type"]).pr_curves(iou)
-        else:
-            from detseg.metrics.voc import evaluate_voc
-
-            curves = evaluate_voc(gt, results, iou=iou, method=metric).curves
-        report.update(write_detection_report(out_dir, gt, results, report["json"], curves, metric, iou,
-                                             image_dir, analysis=analysis, slices=slices))  # fmt: skip
-    report["text"] = "\n".join([*text, summary(slices)])
-    return report
 
 
 def _seg(args: argparse.Namespace) -> int:

@@ -40,12 +40,18 @@ def cpu_has_bf16() -> str | None:
     forced = os.environ.get("DETSEG_CPU_BF16")
     if forced is not None:
         return "bfloat16 units (DETSEG_CPU_BF16=1)" if forced.strip() not in ("", "0") else None
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return None
-    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+    flags = cpu_flags()
     return next((flag for flag in BF16_FLAGS if flag in flags), None)
+
+
+def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
+    """Every flag the CPU reports in ``/proc/cpuinfo`` (empty where it is missing: not Linux)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
 
 
 def choose_amp(

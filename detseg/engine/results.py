@@ -24,6 +24,7 @@ import torch
 #: by ``detseg.load(...).predict`` alike (COCO results keep every detection).
 SCORE_THRESHOLD = 0.3
 
+
 @dataclass
 class Results:
     """What the model found in one image (``image``: ``uint8 [H, W, C]``; ``path`` when read from a file;

@@ -140,7 +140,7 @@ def quantize_onnx(
 
     from detseg.engine.onnx_runtime import META_KEY
     from detseg.export.openvino_int8 import GateFailed
-    from detseg.export.timing import cpu_flags, instruction_sets_line
+    from detseg.export.timing import fast_cpu_flags, instruction_sets_line
 
     task = meta.get("task", "segment")
     work = Path(tempfile.mkdtemp(prefix=".int8.", dir=out.parent)).resolve()
@@ -148,7 +148,7 @@ def quantize_onnx(
         pre = _pre_process(fp32_file, work / "pre.onnx")
         int8 = work / "int8.onnx"
         quantize_file(pre, int8, task, inputs, [])
-        flags = cpu_flags()
+        flags = fast_cpu_flags()
         report: dict[str, Any] = {"calibration_images": len(inputs), "format": "QDQ, U8S8, per-channel",
                                   "instruction_sets": flags, "kept_in_float": []}  # fmt: skip
 

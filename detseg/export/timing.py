@@ -11,29 +11,23 @@ from pathlib import Path
 FAST_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "amx_tile", "avx2")
 
 
-def cpu_flags(path: str | Path = "/proc/cpuinfo") -> list[str]:
+def fast_cpu_flags(path: str | Path = "/proc/cpuinfo") -> list[str]:
     """The :data:`FAST_FLAGS` this CPU reports (empty where /proc/cpuinfo is missing)."""
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+    from detseg.engine.amp import cpu_flags
+
+    flags = cpu_flags(path)
     return [f for f in FAST_FLAGS if f in flags]
 
 
 def has_vnni(flags: list[str] | None = None) -> bool:
     """Whether int8 dot products run without saturation (VNNI or AMX): then no ``reduce_range``."""
-    flags = cpu_flags() if flags is None else flags
+    flags = fast_cpu_flags() if flags is None else flags
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def instruction_sets_line(flags: list[str] | None = None) -> str:
     """``instruction sets found: avx512_vnni, avx512_bf16 (no amx_int8)`` for messages."""
-    flags = cpu_flags() if flags is None else flags
+    flags = fast_cpu_flags() if flags is None else flags
     missing = [f for f in ("avx512_vnni", "amx_int8", "amx_bf16") if f not in flags]
     found = ", ".join(flags) if flags else "none of " + ", ".join(FAST_FLAGS)
     return f"instruction sets found: {found}" + (f" (no {', '.join(missing)})" if missing and flags else "")

@@ -30,16 +30,12 @@ MATCHES = ("iou", "ios")
 
 
 def match_values(box: Tensor, boxes: Tensor, match: str = "iou") -> Tensor:
-    """IoU or IoS ``[M]`` of one (x1, y1, x2, y2) ``box`` ``[4]`` against ``boxes`` ``[M, 4]``."""
+    """IoU or IoS ``[M]`` of one (x1, y1, x2, y2) ``box`` ``[4]`` against ``boxes`` ``[M, 4]``, as the merge
+    computes them (:func:`_match_array`, in the boxes' dtype, on the CPU)."""
     if match not in MATCHES:
         raise ValueError(f"match must be one of {', '.join(MATCHES)}, not {match!r}")
-    lt = torch.maximum(boxes[:, :2], box[:2])
-    rb = torch.minimum(boxes[:, 2:], box[2:])
-    inter = (rb - lt).clamp(min=0).prod(1)
-    areas = (boxes[:, 2:] - boxes[:, :2]).prod(1)
-    area = (box[2:] - box[:2]).prod()
-    denominator = areas + area - inter if match == "iou" else torch.minimum(areas, area)
-    return inter / denominator.clamp(min=1e-12)
+    array = boxes.detach().cpu().numpy().reshape(-1, 4)
+    return torch.from_numpy(_match_array(box.detach().cpu().numpy(), array, match))
 
 
 def merge_detections(
@@ -104,9 +100,9 @@ def _pair_match(a: list[float], b: list[float], match: str) -> float:
     return inter / denominator if denominator > 0 else 0.0
 
 
-def _matches(boxes: np.ndarray, i: int, others: np.ndarray, match: str) -> np.ndarray:
-    """IoU or IoS of box ``i`` against ``boxes[others]`` in float32, as SAHI's metric matrix."""
-    box, rest = boxes[i], boxes[others]
+def _match_array(box: np.ndarray, rest: np.ndarray, match: str) -> np.ndarray:
+    """IoU or IoS of ``box`` against each row of ``rest`` in their dtype (float32 here, as SAHI's metric
+    matrix); 0 where the denominator is 0."""
     width = np.maximum(0, np.minimum(box[2], rest[:, 2]) - np.maximum(box[0], rest[:, 0]))
     height = np.maximum(0, np.minimum(box[3], rest[:, 3]) - np.maximum(box[1], rest[:, 1]))
     inter = width * height
@@ -127,7 +123,7 @@ def _greedy_groups(boxes: np.ndarray, scores: np.ndarray, match: str, threshold:
     groups = []
     while len(remaining):
         best, rest = remaining[0], remaining[1:]
-        hit = _matches(boxes, best, rest, match) >= threshold
+        hit = _match_array(boxes[best], boxes[rest], match) >= threshold
         groups.append([int(best), *rest[hit].tolist()])
         remaining = rest[~hit]
     return groups
@@ -143,7 +139,7 @@ def _nmm_groups(boxes: np.ndarray, scores: np.ndarray, match: str, threshold: fl
     everything = np.arange(len(boxes))
     for i in order.tolist():
         others = everything[everything != i]
-        matched = others[_matches(boxes, i, others, match) >= threshold].tolist()  # input order
+        matched = others[_match_array(boxes[i], boxes[others], match) >= threshold].tolist()  # input order
         keep = group_of.get(i, i)
         if i not in group_of:
             groups[i] = []

@@ -129,11 +129,14 @@ def evaluate_detections(
     report: Path | None = None,
     image_dir: Path | None = None,
     title: str = "",
+    slices: tuple[int, float] | None = None,
 ) -> dict:
     """The report of ``evaluate_detection_files`` for a COCO gt dict and results list in memory.
 
     ``report``: also write the HTML report into that folder (``result["report"]`` is its index.html,
-    ``result["report_missing"]`` the number of images not found in ``image_dir``)."""
+    ``result["report_missing"]`` the number of images not found in ``image_dir``). ``slices``: ``(tile,
+    overlap)`` of a sliced run: recall by where objects lie on the slice grid and the duplicates the merge
+    left (:mod:`detseg.metrics.slice_diagnostics`), printed, in the JSON and in the report."""
     from detseg.metrics.detection import pool_curves
 
     if report is not None and iou_type != "bbox":
@@ -177,18 +180,26 @@ def evaluate_detections(
         written = write_detection_plots(curves, pooled, conf, plots)
     if not results:
         text.append("no detections at all: every object is missed")
-    result = {"text": "\n".join(text), "json": out, "plots": written}
-    if report is not None:
+    result: dict = {"json": out, "plots": written}
+    analysis = diagnostics = None
+    if report is not None or slices is not None:
         from detseg.metrics.tide import tide
-        from detseg.viz.report_det import write_detection_report
 
         analysis = tide(gt, results, fg_iou=iou, max_dets=100 if metric == "coco" else None)
+    if report is not None:
         out["tide"] = analysis.to_dict()
         text.append(analysis.summary())
-        result["text"] = "\n".join(text)
-        result.update(
-            write_detection_report(report, gt, results, out, curves, metric, iou, image_dir, title, analysis)
-        )
+    if slices is not None:
+        from detseg.metrics.slice_diagnostics import slice_diagnostics, summary
+
+        diagnostics = out["slices"] = slice_diagnostics(gt, analysis, *slices)
+        text.append(summary(diagnostics))
+    result["text"] = "\n".join(text)
+    if report is not None:
+        from detseg.viz.report_det import write_detection_report
+
+        result.update(write_detection_report(report, gt, results, out, curves, metric, iou, image_dir, title,
+                                             analysis, slices=diagnostics))  # fmt: skip
     return result
 
 

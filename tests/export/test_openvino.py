@@ -14,6 +14,7 @@ from int8_toys import trained_unet, with_outlier_channel
 from PIL import Image
 
 from detseg.cli import main
+from detseg.export.timing import has_vnni
 
 pytest.importorskip("onnxruntime")
 openvino = pytest.importorskip("openvino")
@@ -79,11 +80,6 @@ def test_bf16_and_int8_agree_with_the_checkpoint_in_predict_and_eval(tmp_path, c
     )
 
 
-def _has_vnni() -> bool:
-    flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
-    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def test_the_gate_keeps_the_layer_int8_breaks_in_float(tmp_path, capsys):
     from detseg.engine.loader import load
 
@@ -102,7 +98,7 @@ def test_the_gate_keeps_the_layer_int8_breaks_in_float(tmp_path, capsys):
     # with VNNI that conv alone is kept; without it (AVX2 only) NNCF's 7-bit weights cost a few more.
     outlier_conv = "/model/encoder/levels.0/levels.0.1/levels.0.1.0/Conv"
     kept, quantized = report["kept_in_float"], report["quantized_layers"]
-    if _has_vnni():
+    if has_vnni():
         assert kept == [outlier_conv] and len(quantized) >= 10
     else:
         assert outlier_conv in kept and len(quantized) >= 2 * len(kept) and len(quantized) + len(kept) >= 10
